@@ -1,0 +1,1 @@
+"""fconv: functional convolutional networks for JAX with hand-written backward rules."""
