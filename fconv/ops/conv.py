@@ -1,0 +1,596 @@
+"""N-d convolution with hand-written backward rules, and its autodiff reference twin.
+
+Three linear maps close under differentiation, each a ``jax.custom_vjp`` whose backward rule is
+one of the other two (so ``grad`` of ``grad`` is hand-written all the way down):
+
+* ``conv``             y = x ⋆ w                      (cross-correlation, as in every DL framework)
+* ``conv_input_grad``  dx = h(w, g): the "deconvolution" / transposed convolution of the lectures
+* ``conv_weight_grad`` dw = g(x, g): correlation of the input with the output gradient
+
+Per spatial dimension we write N for the input size, K for the kernel size, d for the kernel
+dilation, K' = d (K - 1) + 1 for the dilated kernel, s for the stride, (lo, hi) for the padding,
+M = floor((N + lo + hi - K') / s) + 1 for the output size and r = (N + lo + hi - K') mod s for the
+remainder: the input rows at the high end that no window reaches (their gradient is zero).
+
+Layouts: arrays are ``(N, C, *spatial)`` and kernels ``(O, I / groups, *spatial)`` (NCHW / OIHW)
+unless ``layout="channels_last"``, which takes ``(N, *spatial, C)`` and ``(*spatial, I / groups, O)``
+(NHWC / HWIO, what Flax users have). Internally everything is channels-first; XLA folds the
+transposes into the convolution's dimension numbers.
+
+Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) is not available through a
+``custom_vjp`` function; use ``vjp="autodiff"`` for that.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from fconv.ops import _canon
+from fconv.ops._canon import Padding
+
+__all__ = ["ConvGeometry", "conv", "conv_input_grad", "conv_transpose", "conv_weight_grad"]
+
+
+class ConvGeometry(NamedTuple):
+    """Static description of one convolution; hashable, so it can be a ``nondiff_argnum``.
+
+    Attributes:
+      in_spatial: input sizes N per spatial dimension.
+      kernel_spatial: kernel sizes K per spatial dimension.
+      stride: strides s.
+      padding: explicit ``(lo, hi)`` pairs.
+      dilation: kernel dilations d.
+      groups: feature groups G.
+      precision: forwarded to ``lax.conv_general_dilated``.
+    """
+
+    in_spatial: tuple[int, ...]
+    kernel_spatial: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    groups: int
+    precision: Any = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.in_spatial)
+
+    @property
+    def dilated_kernel(self) -> tuple[int, ...]:
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_spatial, self.dilation))
+
+    @property
+    def out_spatial(self) -> tuple[int, ...]:
+        return tuple(
+            _canon.output_size(n, k, s, p)
+            for n, k, s, p in zip(self.in_spatial, self.dilated_kernel, self.stride, self.padding)
+        )
+
+    @property
+    def remainder(self) -> tuple[int, ...]:
+        return tuple(
+            (n + lo + hi - k) % s
+            for n, k, s, (lo, hi) in zip(
+                self.in_spatial, self.dilated_kernel, self.stride, self.padding
+            )
+        )
+
+
+def _specs(n: int) -> str:
+    return _canon.SPATIAL_LETTERS[n]
+
+
+# ---------------------------------------------------------------------------------------------
+# The three linear maps, written once with lax primitives.
+# ---------------------------------------------------------------------------------------------
+
+
+# Forward:  y[n, o, m] = sum_{i, k} x_pad[n, g(o) I/G + i, m s + k d] w[o, i, k]
+# (cross-correlation; [n, i, m][o, i, k] -> [n, o, m]), zero padding (lo, hi), stride s.
+def _conv_forward(x: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
+    sp = _specs(geo.ndim)
+    return lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=geo.stride,
+        padding=geo.padding,
+        rhs_dilation=geo.dilation,
+        dimension_numbers=("NC" + sp, "OI" + sp, "NC" + sp),
+        feature_group_count=geo.groups,
+        precision=geo.precision,
+    )
+
+
+def _flip_and_swap_kernel(w: jax.Array, groups: int) -> jax.Array:
+    """(O, I/G, *K) -> (I, O/G, *K) flipped in every spatial axis, swapped within each group."""
+    o, i_g, *k = w.shape
+    w = w.reshape(groups, o // groups, i_g, *k)
+    w = jnp.swapaxes(w, 1, 2).reshape(groups * i_g, o // groups, *k)
+    return jnp.flip(w, axis=tuple(range(2, 2 + len(k))))
+
+
+# Input gradient ("deconvolution", the lectures' h(K, G, s); Dumoulin & Visin 2016, arXiv
+# 1603.07285, relationship 14):  [n, o, m][o, i, k] -> [n, i, y]
+#   1. spread g by the stride: s - 1 zeros between elements (lax.pad interior padding, never
+#      lhs_dilation, which is slow on GPU);
+#   2. pad by (K' - 1 - lo, K' - 1 - hi + r)   (negative pads crop);
+#   3. stride-1 convolution, kernel dilation d, with the kernel flipped in every spatial axis and
+#      its in/out channel axes swapped within each group.
+# The padded length is (M - 1) s + 1 + 2 (K' - 1) - lo - hi + r = N + K' - 1, so the output has N
+# rows; the r remainder rows see only padding and get zero gradient.
+def _conv_input_grad(g: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
+    sp = _specs(geo.ndim)
+    pads = [(0, 0, 0), (0, 0, 0)]
+    for k, (lo, hi), r, s in zip(geo.dilated_kernel, geo.padding, geo.remainder, geo.stride):
+        pads.append((k - 1 - lo, k - 1 - hi + r, s - 1))
+    g_spread = lax.pad(g, jnp.zeros((), g.dtype), pads)
+    return lax.conv_general_dilated(
+        g_spread,
+        _flip_and_swap_kernel(w, geo.groups),
+        window_strides=(1,) * geo.ndim,
+        padding="VALID",
+        rhs_dilation=geo.dilation,
+        dimension_numbers=("NC" + sp, "OI" + sp, "NC" + sp),
+        feature_group_count=geo.groups,
+        precision=geo.precision,
+    )
+
+
+# Weight gradient (the lectures' g(G, V, s)):  [i, n, y][o, n, m] -> [o, i, k]
+#   dw[o, i, k] = sum_{n, m} x_pad[n, i, m s + k d] g[n, o, m]
+# a convolution of the input with the output gradient as its kernel, with the channel axis of x
+# as batch and its batch axis as features; the forward stride s becomes the kernel dilation and
+# the forward dilation d becomes the window stride; padding (lo, hi - r) drops the remainder rows.
+# Groups split the input channels ("batch" here) into G blocks: batch_group_count = G.
+def _conv_weight_grad(x: jax.Array, g: jax.Array, geo: ConvGeometry) -> jax.Array:
+    sp = _specs(geo.ndim)
+    pads = [(0, 0, 0), (0, 0, 0)]
+    pads += [(lo, hi - r, 0) for (lo, hi), r in zip(geo.padding, geo.remainder)]
+    x_pad = lax.pad(x, jnp.zeros((), x.dtype), pads)
+    return lax.conv_general_dilated(
+        x_pad,
+        g,
+        window_strides=geo.dilation,
+        padding="VALID",
+        rhs_dilation=geo.stride,
+        dimension_numbers=("CN" + sp, "IO" + sp, "CN" + sp),
+        batch_group_count=geo.groups,
+        precision=geo.precision,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# custom_vjp wiring: each map's cotangents are the other two maps.
+#   <conv(x, w), g>        = <x, input_grad(g, w)> = <w, weight_grad(x, g)>
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_p(x: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
+    return _conv_forward(x, w, geo)
+
+
+def _conv_p_fwd(x, w, geo):
+    return _conv_forward(x, w, geo), (x, w)
+
+
+def _conv_p_bwd(geo, res, g):
+    x, w = res
+    return _input_grad_p(g, w, geo).astype(x.dtype), _weight_grad_p(x, g, geo).astype(w.dtype)
+
+
+_conv_p.defvjp(_conv_p_fwd, _conv_p_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _input_grad_p(g: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
+    return _conv_input_grad(g, w, geo)
+
+
+def _input_grad_p_fwd(g, w, geo):
+    return _conv_input_grad(g, w, geo), (g, w)
+
+
+# <input_grad(g, w), u> = <g, conv(u, w)>: so d/dg = conv(u, w) and d/dw = weight_grad(u, g).
+def _input_grad_p_bwd(geo, res, u):
+    g, w = res
+    return _conv_p(u, w, geo).astype(g.dtype), _weight_grad_p(u, g, geo).astype(w.dtype)
+
+
+_input_grad_p.defvjp(_input_grad_p_fwd, _input_grad_p_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _weight_grad_p(x: jax.Array, g: jax.Array, geo: ConvGeometry) -> jax.Array:
+    return _conv_weight_grad(x, g, geo)
+
+
+def _weight_grad_p_fwd(x, g, geo):
+    return _conv_weight_grad(x, g, geo), (x, g)
+
+
+# <weight_grad(x, g), v> = <g, conv(x, v)>: so d/dx = input_grad(g, v) and d/dg = conv(x, v).
+def _weight_grad_p_bwd(geo, res, v):
+    x, g = res
+    return _input_grad_p(g, v, geo).astype(x.dtype), _conv_p(x, v, geo).astype(g.dtype)
+
+
+_weight_grad_p.defvjp(_weight_grad_p_fwd, _weight_grad_p_bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Autodiff reference twins: plain lax, differentiated by JAX's own transpose rules.
+# ---------------------------------------------------------------------------------------------
+
+
+def _input_grad_autodiff(g: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
+    x_shape = (g.shape[0], w.shape[1] * geo.groups, *geo.in_spatial)
+    zeros = jnp.zeros(x_shape, g.dtype)
+    return jax.vjp(lambda x: _conv_forward(x, w, geo), zeros)[1](g)[0]
+
+
+def _weight_grad_autodiff(x: jax.Array, g: jax.Array, geo: ConvGeometry) -> jax.Array:
+    w_shape = (g.shape[1], x.shape[1] // geo.groups, *geo.kernel_spatial)
+    zeros = jnp.zeros(w_shape, x.dtype)
+    return jax.vjp(lambda w: _conv_forward(x, w, geo), zeros)[1](g)[0]
+
+
+_IMPLS = {
+    "custom": (_conv_p, _input_grad_p, _weight_grad_p),
+    "autodiff": (_conv_forward, _input_grad_autodiff, _weight_grad_autodiff),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checking (trace time) and the public functions.
+# ---------------------------------------------------------------------------------------------
+
+
+def _geometry(
+    in_spatial: Sequence[int],
+    kernel_spatial: Sequence[int],
+    stride: int | Sequence[int],
+    padding: Padding,
+    dilation: int | Sequence[int],
+    groups: int,
+    precision: Any,
+) -> ConvGeometry:
+    n = len(in_spatial)
+    stride = _canon.ntuple(stride, n, "stride")
+    dilation = _canon.ntuple(dilation, n, "dilation")
+    dilated = tuple(d * (k - 1) + 1 for k, d in zip(kernel_spatial, dilation))
+    pads = _canon.resolve_padding(padding, in_spatial, dilated, stride)
+    _canon.check_window_fits(in_spatial, dilated, pads, "kernel")
+    return ConvGeometry(
+        tuple(in_spatial), tuple(kernel_spatial), stride, pads, dilation, groups, precision
+    )
+
+
+def _check_groups(groups: Any) -> int:
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise TypeError(f"`groups` must be an int, got {groups!r}.")
+    if groups < 1:
+        raise ValueError(f"`groups` must be >= 1, got {groups}.")
+    return groups
+
+
+def _check_kernel(w: jax.Array, n: int, groups: int, name: str = "w") -> None:
+    """Checks an OIHW kernel's rank and that groups divides its output channels."""
+    if w.ndim != n + 2:
+        raise ValueError(
+            f"`{name}` must be {n + 2}-D (out_channels, in_channels / groups, *kernel) to match a "
+            f"{n}-D convolution, got shape {tuple(w.shape)}."
+        )
+    if w.shape[0] % groups:
+        raise ValueError(
+            f"`groups` (={groups}) must divide the kernel's out_channels (={w.shape[0]}); "
+            f"`{name}` has shape {tuple(w.shape)}."
+        )
+
+
+def _check_in_channels(c_in: int, w: jax.Array, groups: int, what: str) -> None:
+    if c_in % groups:
+        raise ValueError(f"`groups` (={groups}) must divide the {what}'s channels (={c_in}).")
+    if w.shape[1] * groups != c_in:
+        raise ValueError(
+            f"channel mismatch: the {what} has {c_in} channels but the kernel expects "
+            f"w.shape[1] * groups = {w.shape[1]} * {groups} = {w.shape[1] * groups}."
+        )
+
+
+def _promote(*arrays: jax.Array) -> list[jax.Array]:
+    dtype = jnp.result_type(*arrays)
+    return [a.astype(dtype) for a in arrays]
+
+
+def _add_bias(y: jax.Array, bias: jax.Array | None, channels: int) -> jax.Array:
+    if bias is None:
+        return y
+    bias = _canon.check_float_array(bias, "bias")
+    if bias.shape != (channels,):
+        raise ValueError(f"`bias` must have shape ({channels},), got {tuple(bias.shape)}.")
+    return y + bias.astype(y.dtype).reshape((1, channels) + (1,) * (y.ndim - 2))
+
+
+def _inputs_channels_first(
+    layout: str, vjp: str, *arrays: tuple[Any, str, bool]
+) -> tuple[bool, list[jax.Array]]:
+    """Checks dtypes/layout and returns channels-first arrays (data and kernels)."""
+    _canon.check_vjp_mode(vjp)
+    last = _canon.check_layout(layout)
+    out = []
+    for a, name, is_kernel in arrays:
+        a = _canon.check_float_array(a, name)
+        if a.ndim < 3:
+            raise ValueError(
+                f"`{name}` must be 3-, 4- or 5-D (1-, 2- or 3-D convolution), got shape "
+                f"{tuple(a.shape)}."
+            )
+        if last:
+            a = _canon.kernel_to_oihw(a) if is_kernel else _canon.to_channels_first(a)
+        out.append(a)
+    return last, _promote(*out)
+
+
+def conv(
+    x: jax.Array,
+    w: jax.Array,
+    bias: jax.Array | None = None,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: Padding = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    layout: str = "channels_first",
+    precision: Any = None,
+    vjp: str = "custom",
+) -> jax.Array:
+    """1-, 2- or 3-D convolution (cross-correlation) with a hand-written backward rule.
+
+    Args:
+      x: input, ``(N, C, *spatial)`` with 1 to 3 spatial dims (``(N, *spatial, C)`` if
+        ``layout="channels_last"``).
+      w: kernel, ``(O, C / groups, *kernel)`` (``(*kernel, C / groups, O)`` channels-last).
+      bias: optional ``(O,)`` added to every output position.
+      stride: window stride, an int or one per spatial dim. Default 1.
+      padding: ``"VALID"`` (default), ``"SAME"`` (XLA/TF: output ``ceil(N / s)``, odd extra
+        pixel on the high side; PyTorch's ``padding="same"`` puts it on the low side for even
+        kernels, so use explicit pairs to match it), ``"FULL"`` (``K' - 1`` each side), an int, a
+        sequence of ints or of ``(lo, hi)`` pairs.
+      dilation: kernel dilation, an int or one per spatial dim. Default 1.
+      groups: feature groups; ``groups == C`` gives a depthwise convolution. Default 1.
+      layout: ``"channels_first"`` (NCHW/OIHW, default) or ``"channels_last"`` (NHWC/HWIO).
+      precision: forwarded to ``lax.conv_general_dilated``.
+      vjp: ``"custom"`` (default, hand-written backward rule) or ``"autodiff"`` (plain lax,
+        differentiated by JAX; supports forward mode).
+
+    Returns:
+      ``(N, O, *out)`` (or ``(N, *out, O)``), ``out = floor((N + lo + hi - K') / s) + 1``.
+
+    Raises:
+      ValueError: wrong rank, channel mismatch, ``groups`` not dividing channels, kernel larger
+        than the padded input, non-positive stride/dilation, unknown padding string.
+      TypeError: integer inputs (``DTypeError``, also a ``ValueError``) or malformed arguments.
+
+    >>> import jax.numpy as jnp
+    >>> conv(jnp.ones((1, 1, 4, 4)), jnp.ones((1, 1, 3, 3)), padding="SAME").shape
+    (1, 1, 4, 4)
+    """
+    last, (x, w) = _inputs_channels_first(layout, vjp, (x, "x", False), (w, "w", True))
+    n = _canon.spatial_rank(x, "x")
+    groups = _check_groups(groups)
+    _check_kernel(w, n, groups)
+    _check_in_channels(x.shape[1], w, groups, "input `x`")
+    geo = _geometry(x.shape[2:], w.shape[2:], stride, padding, dilation, groups, precision)
+    with jax.named_scope("fconv.conv"):
+        y = _add_bias(_IMPLS[vjp][0](x, w, geo), bias, w.shape[0])
+    return _canon.to_channels_last(y) if last else y
+
+
+def conv_input_grad(
+    g: jax.Array,
+    w: jax.Array,
+    input_shape: Sequence[int],
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: Padding = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    layout: str = "channels_first",
+    precision: Any = None,
+    vjp: str = "custom",
+) -> jax.Array:
+    """Gradient of ``conv`` with respect to its input (the lectures' h op).
+
+    Like ``torch.nn.grad.conv2d_input``: given the output gradient ``g`` of
+    ``conv(x, w, stride=..., padding=..., ...)`` for an ``x`` of shape ``input_shape``, returns
+    ``d<conv(x, w), g>/dx``. It is linear in ``g`` and in ``w`` and is differentiable (its own
+    backward rule is ``conv`` and ``conv_weight_grad``).
+
+    Args:
+      g: output gradient, ``(N, O, *out)`` (channels-last: ``(N, *out, O)``).
+      w: kernel, ``(O, C / groups, *kernel)`` (channels-last: ``(*kernel, C / groups, O)``).
+      input_shape: the full shape of ``x`` in the chosen layout.
+      stride, padding, dilation, groups, layout, precision, vjp: as for ``conv``.
+
+    Returns:
+      ``dx`` with shape ``input_shape``.
+
+    Raises:
+      ValueError: if ``g`` is not the output shape ``conv`` gives for ``input_shape``.
+    """
+    last, (g, w) = _inputs_channels_first(layout, vjp, (g, "g", False), (w, "w", True))
+    input_shape = tuple(int(v) for v in input_shape)
+    if len(input_shape) != g.ndim:
+        raise ValueError(
+            f"`input_shape` must have rank {g.ndim} like `g` {tuple(g.shape)}, got {input_shape}."
+        )
+    x_shape = (input_shape[0], input_shape[-1], *input_shape[1:-1]) if last else input_shape
+    geo = _check_conv_triplet(x_shape, w, g.shape, stride, padding, dilation, groups, precision)
+    with jax.named_scope("fconv.conv_input_grad"):
+        dx = _IMPLS[vjp][1](g, w, geo)
+    return _canon.to_channels_last(dx) if last else dx
+
+
+def conv_weight_grad(
+    x: jax.Array,
+    g: jax.Array,
+    kernel_shape: Sequence[int],
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: Padding = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    layout: str = "channels_first",
+    precision: Any = None,
+    vjp: str = "custom",
+) -> jax.Array:
+    """Gradient of ``conv`` with respect to its kernel (the lectures' g op).
+
+    Like ``torch.nn.grad.conv2d_weight``: returns ``d<conv(x, w), g>/dw`` for a kernel of shape
+    ``kernel_shape``. Linear in ``x`` and in ``g``, and differentiable.
+
+    Args:
+      x: the convolution's input, ``(N, C, *spatial)`` (channels-last: ``(N, *spatial, C)``).
+      g: output gradient, ``(N, O, *out)`` (channels-last: ``(N, *out, O)``).
+      kernel_shape: the kernel's shape in the chosen layout (``(O, C / groups, *kernel)`` or
+        ``(*kernel, C / groups, O)``).
+      stride, padding, dilation, groups, layout, precision, vjp: as for ``conv``.
+
+    Returns:
+      ``dw`` with shape ``kernel_shape``.
+    """
+    last, (x, g) = _inputs_channels_first(layout, vjp, (x, "x", False), (g, "g", False))
+    kernel_shape = tuple(int(v) for v in kernel_shape)
+    if len(kernel_shape) != x.ndim:
+        raise ValueError(
+            f"`kernel_shape` must have rank {x.ndim} like `x` {tuple(x.shape)}, got "
+            f"{kernel_shape}."
+        )
+    if last:
+        kernel_shape = (kernel_shape[-1], kernel_shape[-2], *kernel_shape[:-2])
+    w_like = jax.ShapeDtypeStruct(kernel_shape, x.dtype)
+    geo = _check_conv_triplet(x.shape, w_like, g.shape, stride, padding, dilation, groups, precision)
+    with jax.named_scope("fconv.conv_weight_grad"):
+        dw = _IMPLS[vjp][2](x, g, geo)
+    return _canon.kernel_to_hwio(dw) if last else dw
+
+
+def _check_conv_triplet(
+    x_shape: Sequence[int],
+    w: Any,
+    g_shape: Sequence[int],
+    stride: Any,
+    padding: Padding,
+    dilation: Any,
+    groups: int,
+    precision: Any,
+) -> ConvGeometry:
+    """Checks that (input shape, kernel, output-gradient shape) describe one convolution."""
+    n = len(x_shape) - 2
+    if n not in (1, 2, 3):
+        raise ValueError(f"expected a 1-, 2- or 3-D convolution, got input shape {x_shape}.")
+    groups = _check_groups(groups)
+    _check_kernel(w, n, groups)
+    _check_in_channels(x_shape[1], w, groups, "input")
+    geo = _geometry(x_shape[2:], w.shape[2:], stride, padding, dilation, groups, precision)
+    expected = (x_shape[0], w.shape[0], *geo.out_spatial)
+    if tuple(g_shape) != expected:
+        raise ValueError(
+            f"`g` has shape {tuple(g_shape)} (channels-first), but the convolution of an input "
+            f"{tuple(x_shape)} with a kernel {tuple(w.shape)} gives {expected}."
+        )
+    return geo
+
+
+def conv_transpose(
+    x: jax.Array,
+    w: jax.Array,
+    bias: jax.Array | None = None,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: Padding = 0,
+    output_padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    layout: str = "channels_first",
+    precision: Any = None,
+    vjp: str = "custom",
+) -> jax.Array:
+    """Transposed convolution ("deconvolution"), PyTorch ``conv_transposeNd`` semantics.
+
+    It is exactly the input gradient of the convolution with the same ``w``, ``stride``,
+    ``padding``, ``dilation`` and ``groups``:
+    ``<conv(z, w), x> == <z, conv_transpose(x, w)>``. Output size per spatial dim:
+    ``(M - 1) s - (lo + hi) + d (K - 1) + output_padding + 1``.
+
+    Args:
+      x: input, ``(N, C_in, *spatial)`` (channels-last: ``(N, *spatial, C_in)``).
+      w: kernel in PyTorch's transposed layout ``(C_in, C_out / groups, *kernel)`` (which is the
+        kernel of the convolution being transposed); channels-last: ``(*kernel, C_out / groups,
+        C_in)``.
+      bias: optional ``(C_out,)``.
+      stride: stride of the transposed convolution (upsampling factor). Default 1.
+      padding: padding of the convolution being transposed: an int, ints or ``(lo, hi)`` pairs
+        (the output is cropped by that much), ``"VALID"`` (0), ``"FULL"`` (``K' - 1``) or
+        ``"SAME"`` (output size exactly ``M s``, as in Flax/TF). Default 0.
+      output_padding: extra rows at the high end, ``0 <= output_padding < stride``; selects which
+        of the ``s`` input sizes that a strided convolution maps to ``M`` is produced.
+      dilation, groups, layout, precision, vjp: as for ``conv``.
+
+    Returns:
+      ``(N, C_out, *out)`` (or channels-last).
+
+    Raises:
+      ValueError: bad ``output_padding``, channel mismatch, or a non-positive output size.
+    """
+    last, (x, w) = _inputs_channels_first(layout, vjp, (x, "x", False), (w, "w", True))
+    n = _canon.spatial_rank(x, "x")
+    groups = _check_groups(groups)
+    _check_kernel(w, n, groups)
+    if x.shape[1] != w.shape[0]:
+        raise ValueError(
+            f"channel mismatch: `x` has {x.shape[1]} channels but the transposed kernel `w` "
+            f"{tuple(w.shape)} expects w.shape[0] = {w.shape[0]} (layout (C_in, C_out / groups, "
+            "*kernel))."
+        )
+    stride_t = _canon.ntuple(stride, n, "stride")
+    dilation_t = _canon.ntuple(dilation, n, "dilation")
+    out_pad = _canon.ntuple(output_padding, n, "output_padding", minimum=0)
+    for op, s in zip(out_pad, stride_t):
+        if op >= s:
+            raise ValueError(
+                f"`output_padding` must be smaller than `stride` in every dimension, got "
+                f"output_padding={output_padding!r}, stride={stride!r}."
+            )
+    kernel = w.shape[2:]
+    dilated = [d * (k - 1) + 1 for k, d in zip(kernel, dilation_t)]
+    m = x.shape[2:]
+    if isinstance(padding, str) and padding.upper() == "SAME":
+        if any(out_pad):
+            raise ValueError("`output_padding` must be 0 with padding='SAME' (output is M * s).")
+        in_spatial = tuple(mi * s for mi, s in zip(m, stride_t))
+        pads = _canon.resolve_padding("SAME", in_spatial, dilated, stride_t)
+    else:
+        pads = _canon.resolve_padding(padding, [0] * n, dilated, stride_t)
+        in_spatial = tuple(
+            (mi - 1) * s - lo - hi + k + op
+            for mi, s, (lo, hi), k, op in zip(m, stride_t, pads, dilated, out_pad)
+        )
+    if any(size < 1 for size in in_spatial):
+        raise ValueError(
+            f"conv_transpose output size would be {in_spatial}: `padding` {padding!r} crops more "
+            f"than the {tuple(m)} input produces."
+        )
+    geo = ConvGeometry(in_spatial, kernel, stride_t, pads, dilation_t, groups, precision)
+    with jax.named_scope("fconv.conv_transpose"):
+        y = _IMPLS[vjp][1](x, w, geo)
+        y = _add_bias(y, bias, y.shape[1])
+    return _canon.to_channels_last(y) if last else y
