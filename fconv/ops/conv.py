@@ -12,10 +12,10 @@ dilation, K' = d (K - 1) + 1 for the dilated kernel, s for the stride, (lo, hi) 
 M = floor((N + lo + hi - K') / s) + 1 for the output size and r = (N + lo + hi - K') mod s for the
 remainder: the input rows at the high end that no window reaches (their gradient is zero).
 
-Layouts: arrays are ``(N, C, *spatial)`` and kernels ``(O, I / groups, *spatial)`` (NCHW / OIHW)
-unless ``layout="channels_last"``, which takes ``(N, *spatial, C)`` and ``(*spatial, I / groups, O)``
-(NHWC / HWIO, what Flax users have). Internally everything is channels-first; XLA folds the
-transposes into the convolution's dimension numbers.
+Layouts: arrays are ``(N, C, *spatial)`` and kernels ``(O, I / groups, *spatial)``
+(NCHW / OIHW) unless ``layout="channels_last"``, which takes ``(N, *spatial, C)`` and
+``(*spatial, I / groups, O)`` (NHWC / HWIO, what Flax users have). Internally everything is
+channels-first; XLA folds the transposes into the convolution's dimension numbers.
 
 Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) is not available through a
 ``custom_vjp`` function; use ``vjp="autodiff"`` for that.
@@ -471,13 +471,14 @@ def conv_weight_grad(
     kernel_shape = tuple(int(v) for v in kernel_shape)
     if len(kernel_shape) != x.ndim:
         raise ValueError(
-            f"`kernel_shape` must have rank {x.ndim} like `x` {tuple(x.shape)}, got "
-            f"{kernel_shape}."
+            f"`kernel_shape` must have rank {x.ndim} like `x` {tuple(x.shape)}, got {kernel_shape}."
         )
     if last:
         kernel_shape = (kernel_shape[-1], kernel_shape[-2], *kernel_shape[:-2])
     w_like = jax.ShapeDtypeStruct(kernel_shape, x.dtype)
-    geo = _check_conv_triplet(x.shape, w_like, g.shape, stride, padding, dilation, groups, precision)
+    geo = _check_conv_triplet(
+        x.shape, w_like, g.shape, stride, padding, dilation, groups, precision
+    )
     with jax.named_scope("fconv.conv_weight_grad"):
         dw = _IMPLS[vjp][2](x, g, geo)
     return _canon.kernel_to_hwio(dw) if last else dw
