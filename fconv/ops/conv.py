@@ -177,8 +177,10 @@ def _conv_p(x: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
     return _conv_forward(x, w, geo)
 
 
+# The fwd/bwd rules call the custom_vjp maps, never the raw lax ones, so that differentiating a
+# backward pass again (grad of grad) goes through these hand-written rules too.
 def _conv_p_fwd(x, w, geo):
-    return _conv_forward(x, w, geo), (x, w)
+    return _conv_p(x, w, geo), (x, w)
 
 
 def _conv_p_bwd(geo, res, g):
@@ -195,7 +197,7 @@ def _input_grad_p(g: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
 
 
 def _input_grad_p_fwd(g, w, geo):
-    return _conv_input_grad(g, w, geo), (g, w)
+    return _input_grad_p(g, w, geo), (g, w)
 
 
 # <input_grad(g, w), u> = <g, conv(u, w)>: so d/dg = conv(u, w) and d/dw = weight_grad(u, g).
@@ -213,7 +215,7 @@ def _weight_grad_p(x: jax.Array, g: jax.Array, geo: ConvGeometry) -> jax.Array:
 
 
 def _weight_grad_p_fwd(x, g, geo):
-    return _conv_weight_grad(x, g, geo), (x, g)
+    return _weight_grad_p(x, g, geo), (x, g)
 
 
 # <weight_grad(x, g), v> = <g, conv(x, v)>: so d/dx = input_grad(g, v) and d/dg = conv(x, v).

@@ -54,7 +54,7 @@ class PoolGeometry(NamedTuple):
 def _reduce_window(x: jax.Array, init: float, op, geo: PoolGeometry) -> jax.Array:
     return lax.reduce_window(
         x,
-        jnp.asarray(init, x.dtype),
+        np.asarray(init, x.dtype),  # concrete, so lax picks the differentiable monoid reducer
         op,
         (1, 1, *geo.window),
         (1, 1, *geo.stride),
@@ -115,7 +115,8 @@ def _max_pool_bwd_tiles(x: jax.Array, g: jax.Array, geo: PoolGeometry):
     perm = (0, 1, *range(2, 2 + 2 * n, 2), *range(3, 3 + 2 * n, 2))
     tiles = jnp.transpose(xc.reshape(split), perm).reshape(*x.shape[:2], *m, -1)
     window_size = int(np.prod(geo.window))
-    onehot = jnp.argmax(tiles, axis=-1)[..., None] == jnp.arange(window_size)
+    offsets = jnp.arange(window_size).reshape((1,) * (tiles.ndim - 1) + (window_size,))
+    onehot = jnp.argmax(tiles, axis=-1)[..., None] == offsets
     dt = jnp.where(onehot, g[..., None], jnp.zeros((), g.dtype))
     dt = dt.reshape(*x.shape[:2], *m, *geo.window)
     inv = [0, 1]
@@ -132,7 +133,7 @@ def _max_pool_p(x: jax.Array, geo: PoolGeometry) -> jax.Array:
 
 
 def _max_pool_p_fwd(x, geo):
-    y = _max_forward(x, geo)
+    y = _max_pool_p(x, geo)  # not the raw lax op: grad-of-grad must see the custom rule
     return y, (x, y)
 
 
@@ -186,7 +187,7 @@ def _avg_pool_p(x: jax.Array, geo: PoolGeometry, count_include_pad: bool) -> jax
 
 
 def _avg_pool_p_fwd(x, geo, count_include_pad):
-    return _avg_forward(x, geo, count_include_pad), None
+    return _avg_pool_p(x, geo, count_include_pad), None
 
 
 def _avg_pool_p_bwd(geo, count_include_pad, _, g):
