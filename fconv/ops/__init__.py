@@ -17,3 +17,30 @@ __all__ = [
     "conv_weight_grad",
     "max_pool",
 ]
+
+# Issue 8: unshared / tiled / serialised convolution and the wider pooling family.
+from fconv.ops.local_conv import conv_im2col, locally_connected, tiled_conv  # noqa: E402
+from fconv.ops.pooling_family import (  # noqa: E402
+    adaptive_avg_pool,
+    adaptive_max_pool,
+    global_avg_pool,
+    global_max_pool,
+    lp_pool,
+    maxout,
+    roi_max_pool,
+    spatial_pyramid_pool,
+)
+
+__all__ += [
+    "adaptive_avg_pool",
+    "adaptive_max_pool",
+    "conv_im2col",
+    "global_avg_pool",
+    "global_max_pool",
+    "locally_connected",
+    "lp_pool",
+    "maxout",
+    "roi_max_pool",
+    "spatial_pyramid_pool",
+    "tiled_conv",
+]

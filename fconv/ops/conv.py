@@ -24,6 +24,8 @@ Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) is not available thro
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -34,7 +36,14 @@ from jax import lax
 from fconv.ops import _canon
 from fconv.ops._canon import Padding
 
-__all__ = ["ConvGeometry", "conv", "conv_input_grad", "conv_transpose", "conv_weight_grad"]
+__all__ = [
+    "ConvGeometry",
+    "conv",
+    "conv_input_grad",
+    "conv_transpose",
+    "conv_weight_grad",
+    "set_strided_input_grad",
+]
 
 
 class ConvGeometry(NamedTuple):
@@ -48,6 +57,8 @@ class ConvGeometry(NamedTuple):
       dilation: kernel dilations d.
       groups: feature groups G.
       precision: forwarded to ``lax.conv_general_dilated``.
+      strided_input_grad: how the input gradient spreads ``g`` by the stride:
+        ``"interior_pad"`` or ``"lhs_dilation"`` (see ``set_strided_input_grad``).
     """
 
     in_spatial: tuple[int, ...]
@@ -57,6 +68,7 @@ class ConvGeometry(NamedTuple):
     dilation: tuple[int, ...]
     groups: int
     precision: Any = None
+    strided_input_grad: str = "polyphase"
 
     @property
     def ndim(self) -> int:
@@ -118,28 +130,101 @@ def _flip_and_swap_kernel(w: jax.Array, groups: int) -> jax.Array:
 
 # Input gradient ("deconvolution", the lectures' h(K, G, s); Dumoulin & Visin 2016, arXiv
 # 1603.07285, relationship 14):  [n, o, m][o, i, k] -> [n, i, y]
-#   1. spread g by the stride: s - 1 zeros between elements (lax.pad interior padding, never
-#      lhs_dilation, which is slow on GPU);
+#   1. spread g by the stride: s - 1 zeros between elements;
 #   2. pad by (K' - 1 - lo, K' - 1 - hi + r)   (negative pads crop);
 #   3. stride-1 convolution, kernel dilation d, with the kernel flipped in every spatial axis and
 #      its in/out channel axes swapped within each group.
 # The padded length is (M - 1) s + 1 + 2 (K' - 1) - lo - hi + r = N + K' - 1, so the output has N
 # rows; the r remainder rows see only padding and get zero gradient.
+# Step 1 is an interior lax.pad (geo.strided_input_grad == "interior_pad", the default off CPU:
+# lhs_dilation is very slow on GPU) or the convolution's own lhs_dilation (the CPU default, where
+# XLA's lhs-dilated convolution measured 2x faster than a materialised interior pad). Step 2 is
+# the convolution's padding argument: a separate lax.pad before it is not fused on CPU and cost 3x.
 def _conv_input_grad(g: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
+    pads = [
+        (k - 1 - lo, k - 1 - hi + r)
+        for k, (lo, hi), r in zip(geo.dilated_kernel, geo.padding, geo.remainder)
+    ]
+    if all(s == 1 for s in geo.stride):
+        return _flipped_kernel_conv(g, w, pads, (1,) * geo.ndim, geo.dilation, geo)
+    if geo.strided_input_grad == "polyphase":
+        return _conv_input_grad_polyphase(g, w, geo)
+    if geo.strided_input_grad == "interior_pad":
+        interior = [(0, 0, 0), (0, 0, 0)] + [(0, 0, s - 1) for s in geo.stride]
+        g = lax.pad(g, jnp.zeros((), g.dtype), interior)
+        return _flipped_kernel_conv(g, w, pads, (1,) * geo.ndim, geo.dilation, geo)
+    return _flipped_kernel_conv(g, w, pads, geo.stride, geo.dilation, geo)
+
+
+def _flipped_kernel_conv(g, w, pads, lhs_dilation, rhs_dilation, geo: ConvGeometry):
+    """Stride-1 convolution of ``g`` with ``w`` flipped and in/out-swapped per group."""
     sp = _specs(geo.ndim)
-    pads = [(0, 0, 0), (0, 0, 0)]
-    for k, (lo, hi), r, s in zip(geo.dilated_kernel, geo.padding, geo.remainder, geo.stride):
-        pads.append((k - 1 - lo, k - 1 - hi + r, s - 1))
-    g_spread = lax.pad(g, jnp.zeros((), g.dtype), pads)
+    if geo.groups == 1:  # swap in/out through the dimension numbers: no kernel transpose
+        rhs, rhs_spec = jnp.flip(w, tuple(range(2, 2 + geo.ndim))), "IO" + sp
+    else:
+        rhs, rhs_spec = _flip_and_swap_kernel(w, geo.groups), "OI" + sp
     return lax.conv_general_dilated(
-        g_spread,
-        _flip_and_swap_kernel(w, geo.groups),
+        g,
+        rhs,
         window_strides=(1,) * geo.ndim,
-        padding="VALID",
-        rhs_dilation=geo.dilation,
-        dimension_numbers=("NC" + sp, "OI" + sp, "NC" + sp),
+        padding=pads,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=("NC" + sp, rhs_spec, "NC" + sp),
         feature_group_count=geo.groups,
         precision=geo.precision,
+    )
+
+
+# Strided input gradient without multiplying inserted zeros ("polyphase" / sub-pixel form).
+# In padded coordinates t = m s + k d. Split t by its phase rho = t mod s: only the taps k with
+# k d = rho (mod s) reach phase rho, namely k = k0 + u s' with s' = s / gcd(s, d), and then
+#   dx_pad[s q + rho] = sum_u g[q - j0 - u d'] w[k0 + u s'],  j0 = (k0 d - rho) / s,
+#   d' = d / gcd(s, d):
+# a stride-1 transposed convolution of g with the sub-kernel w[k0::s'] (dilation d'), padded by
+# (j0 + (T - 1) d' - qa, qb - j0 - M) to give q in [qa, qb) = [lo // s, ceil((lo + N) / s)).
+# The s_1 ... s_n phase outputs are interleaved (stack, transpose, reshape) and cropped to N.
+# Flops equal the forward's (the interior-pad form multiplies s_1 ... s_n times more zeros), and
+# no lhs_dilation is used (slow on GPU; on CPU jaxlib 0.10.2 it can abort the process).
+def _conv_input_grad_polyphase(g: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
+    n = geo.ndim
+    q_ranges, phase_specs = [], []
+    for size, k, s, d, (lo, _), m in zip(
+        geo.in_spatial, geo.kernel_spatial, geo.stride, geo.dilation, geo.padding, g.shape[2:]
+    ):
+        qa, qb = lo // s, -(-(lo + size) // s)
+        q_ranges.append((qa, qb))
+        common = math.gcd(s, d)
+        s_sub, d_sub = s // common, d // common
+        specs = []
+        for rho in range(s):
+            taps = [t for t in range(k) if (t * d) % s == rho]
+            if not taps:
+                specs.append(None)
+                continue
+            k0, count = taps[0], len(taps)
+            j0 = (k0 * d - rho) // s
+            pad = (j0 + (count - 1) * d_sub - qa, qb - j0 - m)
+            specs.append((slice(k0, k0 + (count - 1) * s_sub + 1, s_sub), d_sub, pad))
+        phase_specs.append(specs)
+    q_sizes = [qb - qa for qa, qb in q_ranges]
+    out_shape = (g.shape[0], w.shape[1] * geo.groups, *q_sizes)
+    phases = []
+    for combo in itertools.product(*(range(s) for s in geo.stride)):
+        spec = [phase_specs[i][rho] for i, rho in enumerate(combo)]
+        if any(sp is None for sp in spec):
+            phases.append(jnp.zeros(out_shape, g.dtype))
+            continue
+        w_sub = w[(slice(None), slice(None), *(sp[0] for sp in spec))]
+        pads = [sp[2] for sp in spec]
+        phases.append(_flipped_kernel_conv(g, w_sub, pads, (1,) * n, [sp[1] for sp in spec], geo))
+    y = jnp.stack(phases, axis=-1).reshape(*out_shape, *geo.stride)
+    perm = [0, 1] + [a for i in range(n) for a in (2 + i, 2 + n + i)]
+    interleaved = [q * s for q, s in zip(q_sizes, geo.stride)]
+    y = jnp.transpose(y, perm).reshape(*out_shape[:2], *interleaved)
+    start = [lo - qa * s for (lo, _), (qa, _), s in zip(geo.padding, q_ranges, geo.stride)]
+    return lax.slice(
+        y, (0, 0, *start), (*out_shape[:2], *(b + size for b, size in zip(start, geo.in_spatial)))
     )
 
 
@@ -147,18 +232,16 @@ def _conv_input_grad(g: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array
 #   dw[o, i, k] = sum_{n, m} x_pad[n, i, m s + k d] g[n, o, m]
 # a convolution of the input with the output gradient as its kernel, with the channel axis of x
 # as batch and its batch axis as features; the forward stride s becomes the kernel dilation and
-# the forward dilation d becomes the window stride; padding (lo, hi - r) drops the remainder rows.
-# Groups split the input channels ("batch" here) into G blocks: batch_group_count = G.
+# the forward dilation d becomes the window stride; padding (lo, hi - r) drops the remainder rows
+# (negative pads crop). Groups split the input channels ("batch" here) into G blocks:
+# batch_group_count = G.
 def _conv_weight_grad(x: jax.Array, g: jax.Array, geo: ConvGeometry) -> jax.Array:
     sp = _specs(geo.ndim)
-    pads = [(0, 0, 0), (0, 0, 0)]
-    pads += [(lo, hi - r, 0) for (lo, hi), r in zip(geo.padding, geo.remainder)]
-    x_pad = lax.pad(x, jnp.zeros((), x.dtype), pads)
     return lax.conv_general_dilated(
-        x_pad,
+        x,
         g,
         window_strides=geo.dilation,
-        padding="VALID",
+        padding=[(lo, hi - r) for (lo, hi), r in zip(geo.padding, geo.remainder)],
         rhs_dilation=geo.stride,
         dimension_numbers=("CN" + sp, "IO" + sp, "CN" + sp),
         batch_group_count=geo.groups,
@@ -255,6 +338,35 @@ _IMPLS = {
 # ---------------------------------------------------------------------------------------------
 
 
+_STRIDED_INPUT_GRAD = {"mode": "auto"}
+_STRIDED_MODES = ("auto", "polyphase", "interior_pad", "lhs_dilation")
+
+
+def set_strided_input_grad(mode: str) -> None:
+    """Chooses how the input gradient of a strided convolution spreads ``g`` by the stride.
+
+    Args:
+      mode: ``"auto"`` (default: ``"lhs_dilation"`` when JAX's default backend is the CPU, where
+        it measured fastest, ``"interior_pad"`` elsewhere, since ``lhs_dilation`` is known to be
+        very slow on GPU), ``"interior_pad"`` (a ``lax.pad`` with interior padding ``s - 1``, then
+        a stride-1 convolution) or ``"lhs_dilation"`` (the convolution's own input dilation).
+        Read when an op is traced: already-compiled functions keep their choice.
+
+    Raises:
+      ValueError: for an unknown mode.
+    """
+    if mode not in _STRIDED_MODES:
+        raise ValueError(f"`mode` must be one of {_STRIDED_MODES}, got {mode!r}.")
+    _STRIDED_INPUT_GRAD["mode"] = mode
+
+
+def _strided_input_grad_mode() -> str:
+    mode = _STRIDED_INPUT_GRAD["mode"]
+    if mode == "auto":
+        return "polyphase"
+    return mode
+
+
 def _geometry(
     in_spatial: Sequence[int],
     kernel_spatial: Sequence[int],
@@ -271,7 +383,14 @@ def _geometry(
     pads = _canon.resolve_padding(padding, in_spatial, dilated, stride)
     _canon.check_window_fits(in_spatial, dilated, pads, "kernel")
     return ConvGeometry(
-        tuple(in_spatial), tuple(kernel_spatial), stride, pads, dilation, groups, precision
+        tuple(in_spatial),
+        tuple(kernel_spatial),
+        stride,
+        pads,
+        dilation,
+        groups,
+        precision,
+        _strided_input_grad_mode(),
     )
 
 
@@ -592,7 +711,16 @@ def conv_transpose(
             f"conv_transpose output size would be {in_spatial}: `padding` {padding!r} crops more "
             f"than the {tuple(m)} input produces."
         )
-    geo = ConvGeometry(in_spatial, kernel, stride_t, pads, dilation_t, groups, precision)
+    geo = ConvGeometry(
+        in_spatial,
+        kernel,
+        stride_t,
+        pads,
+        dilation_t,
+        groups,
+        precision,
+        _strided_input_grad_mode(),
+    )
     with jax.named_scope("fconv.conv_transpose"):
         y = _IMPLS[vjp][1](x, w, geo)
         y = _add_bias(y, bias, y.shape[1])
