@@ -1,0 +1,96 @@
+"""Whole training steps: fconv custom VJPs vs fconv autodiff twins vs peer libraries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.timing import compile_stats, time_fn
+from fconv import losses, models, optim
+from fconv.layers import default_vjp
+
+MODELS = {
+    # name: (constructor, batch, input shape (C, H, W))
+    "lenet5": (models.lenet5, 128, (1, 28, 28)),
+    "vgg_small": (models.vgg_small, 64, (3, 32, 32)),
+    "resnet_small": (models.resnet_small, 64, (3, 32, 32)),
+}
+
+
+def fconv_step(name: str, vjp: str, batch: int | None = None):
+    """(jitted step, args) for one SGD-momentum training step of an fconv model."""
+    ctor, default_batch, shape = MODELS[name]
+    batch = batch or default_batch
+    with default_vjp(vjp):
+        model = ctor(num_classes=10, input_shape=shape)
+    in_shape = (batch, *shape)
+    _, params = model.init(jax.random.key(0), in_shape)
+    state = model.init_state(in_shape)
+    opt = optim.momentum(0.01, beta=0.9)
+    opt_state = opt.init(params)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(in_shape), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 10, batch), jnp.int32)
+
+    def loss_fn(params, state, x, y):
+        logits, new_state = model.apply(params, x, train=True, state=state)
+        return losses.softmax_cross_entropy(logits, y), new_state
+
+    def step(params, opt_state, state, x, y):
+        (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, state, x, y)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optim.apply_updates(params, updates), opt_state, new_state, loss
+
+    return jax.jit(step, donate_argnums=(0, 1, 2)), (params, opt_state, state, x, y)
+
+
+def _time_donating(step, args, iters: int) -> float:
+    """Times a donating step by threading its outputs back in (donated buffers are consumed)."""
+    holder = list(args)
+
+    def once():
+        p, o, s, loss = step(*holder)
+        holder[0], holder[1], holder[2] = p, o, s
+        return loss
+
+    return time_fn(once, iters=iters)
+
+
+def run(quick: bool = False, iters: int = 20, peers: bool = True) -> list[dict[str, Any]]:
+    """ms per step for fconv custom/autodiff and every installed peer, per model."""
+    rows = []
+    names = ["lenet5", "vgg_small"] if quick else list(MODELS)
+    for name in names:
+        row: dict[str, Any] = dict(model=name, batch=MODELS[name][1])
+        for vjp in ("custom", "autodiff"):
+            jax.clear_caches()  # so the compile is timed, not fetched from the cache
+            step, args = fconv_step(name, vjp)
+            seconds, temp = compile_stats(step, *args)
+            row[f"fconv_{vjp}_compile_s"] = seconds
+            row[f"fconv_{vjp}_temp_bytes"] = temp
+            row[f"fconv_{vjp}_ms"] = _time_donating(step, args, iters)
+        if peers:
+            try:
+                from benchmarks.peers import peer_train_steps
+            except ImportError:
+                peer_train_steps = None
+            if peer_train_steps is not None:
+                _, batch, shape = MODELS[name]
+                for peer, fn in peer_train_steps(name, batch, shape).items():
+                    row[f"{peer}_ms"] = time_fn(fn, iters=max(5, iters // 2))
+        jax_peers = [row[k] for k in ("flax_ms", "equinox_ms", "haiku_ms") if k in row]
+        row["speedup_vs_autodiff"] = row["fconv_autodiff_ms"] / row["fconv_custom_ms"]
+        if row["fconv_custom_temp_bytes"] and row["fconv_autodiff_temp_bytes"]:
+            row["temp_memory_ratio"] = (
+                row["fconv_custom_temp_bytes"] / row["fconv_autodiff_temp_bytes"]
+            )
+        if jax_peers:
+            row["speedup_vs_fastest_jax_peer"] = min(jax_peers) / row["fconv_custom_ms"]
+        torch_ms = [row[k] for k in ("torch_ms", "torch_channels_last_ms") if k in row]
+        if torch_ms:
+            row["ratio_to_fastest_torch"] = row["fconv_custom_ms"] / min(torch_ms)
+        rows.append(row)
+    return rows

@@ -1,0 +1,37 @@
+"""fconv.perf: the fast-CPU switch sets the XLA flag before the backend starts, and refuses after."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import pytest
+
+from fconv import perf
+
+
+def test_enable_fast_cpu_refuses_once_jax_has_started():
+    jnp.ones(1).block_until_ready()
+    with pytest.raises(RuntimeError, match="before JAX runs anything"):
+        perf.enable_fast_cpu()
+
+
+def test_enable_fast_cpu_in_a_fresh_process_sets_the_flag_and_conv_still_matches():
+    code = (
+        "from fconv import perf; perf.enable_fast_cpu(); import jax, jax.numpy as jnp, numpy as np;"
+        "from fconv.ops import conv; import os;"
+        "x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 8, 8)), jnp.float32);"
+        "w = jnp.asarray(np.random.default_rng(1).standard_normal((4, 3, 3, 3)), jnp.float32);"
+        "g = jax.grad(lambda x: (conv(x, w, padding='SAME') ** 2).sum())(x);"
+        "r = jax.grad(lambda x: (conv(x, w, padding='SAME', vjp='autodiff') ** 2).sum())(x);"
+        "assert perf.fast_cpu_enabled();"
+        "print(float(jnp.abs(g - r).max() / jnp.abs(r).max()))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
