@@ -43,7 +43,7 @@ def run(iters: int = 20, batch: int = 64) -> list[dict]:
         row = dict(case=name)
         for mode in MODES:
             set_strided_input_grad(mode)
-            f = jax.jit(lambda g, w, kw=kw: conv_input_grad(g, w, x_shape, **kw))
+            f = jax.jit(lambda g, w, kw=kw, xs=x_shape: conv_input_grad(g, w, xs, **kw))
             row[f"{mode}_ms"] = time_fn(f, g, w, iters=iters)
         set_strided_input_grad("auto")
         for mode in MODES[1:]:

@@ -1,4 +1,4 @@
-"""fconv.perf: the fast-CPU switch sets the XLA flag before the backend starts, and refuses after."""
+"""fconv.perf: the fast-CPU switch sets its XLA flag before the backend starts, not after."""
 
 from __future__ import annotations
 
