@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--iters", type=int, default=None, help="timed iterations (default 20)")
     parser.add_argument("--no-peers", action="store_true", help="skip Flax/Equinox/Haiku/torch")
+    parser.add_argument(
+        "--peers", default=None, help="comma list of peers to run (default: all installed)"
+    )
     parser.add_argument("--fast-cpu", action="store_true", help="enable the fast-CPU XLA flag")
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -156,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
     if "train" in sections:
-        results["train"] = train_step.run(args.quick, iters, peers=not args.no_peers)
+        only = set(args.peers.split(",")) if args.peers else None
+        results["train"] = train_step.run(args.quick, iters, peers=not args.no_peers, only=only)
         cols = ["model", "batch", "fconv_custom_ms", "fconv_autodiff_ms", "speedup_vs_autodiff"]
         cols += [
             c

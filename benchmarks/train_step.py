@@ -59,8 +59,10 @@ def _time_donating(step, args, iters: int) -> float:
     return time_fn(once, iters=iters)
 
 
-def run(quick: bool = False, iters: int = 20, peers: bool = True) -> list[dict[str, Any]]:
-    """ms per step for fconv custom/autodiff and every installed peer, per model."""
+def run(
+    quick: bool = False, iters: int = 20, peers: bool = True, only: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """ms per step for fconv custom/autodiff and every installed peer (or those in ``only``)."""
     rows = []
     names = ["lenet5", "vgg_small"] if quick else list(MODELS)
     for name in names:
@@ -80,7 +82,8 @@ def run(quick: bool = False, iters: int = 20, peers: bool = True) -> list[dict[s
             if peer_train_steps is not None:
                 _, batch, shape = MODELS[name]
                 for peer, fn in peer_train_steps(name, batch, shape).items():
-                    row[f"{peer}_ms"] = time_fn(fn, iters=max(5, iters // 2))
+                    if only is None or peer in only:
+                        row[f"{peer}_ms"] = time_fn(fn, iters=max(5, iters // 2))
         jax_peers = [row[k] for k in ("flax_ms", "equinox_ms", "haiku_ms") if k in row]
         row["speedup_vs_autodiff"] = row["fconv_autodiff_ms"] / row["fconv_custom_ms"]
         if row["fconv_custom_temp_bytes"] and row["fconv_autodiff_temp_bytes"]:
