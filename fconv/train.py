@@ -1,0 +1,904 @@
+"""Training: a jitted train step, evaluation, and an epoch loop with exact resume.
+
+The pieces, from small to large:
+
+* :class:`TrainState` -- ``params``, ``opt_state``, ``model_state`` (BatchNorm statistics, ``()``
+  per stateless layer), the int32 ``step`` and the ``rng`` key *data* (uint32, so the whole
+  state is a pytree of plain arrays that checkpoints and ``jax.jit`` handle unchanged).
+* :func:`make_train_step` -- ``train_step(state, (x, y)) -> (state, metrics)``, jitted with the
+  state donated. All randomness of step ``s`` (dropout, augmentation) comes from
+  ``fold_in(rng, s)``, so a run is a pure function of the seed and the data order.
+* :func:`make_eval_step`, :func:`evaluate`, :func:`confusion_matrix` -- inference mode
+  (``train=False``, running statistics).
+* :func:`fit` -- epochs over :func:`fconv.data.batches` shuffled from ``(seed, epoch)``, a test
+  evaluation and a ``metrics.jsonl`` line per epoch, checkpoints via :mod:`fconv.checkpoint`, and
+  ``resume=True`` that continues bit-for-bit where an uninterrupted run would be.
+* Name registries used by the command line and by :func:`load_run`: :func:`build_model`,
+  :func:`make_optimizer`, :func:`load_dataset`.
+
+Example:
+    >>> from fconv import data, models, optim
+    >>> ds = data.synthetic(64, 32, (1, 8, 8), num_classes=4)
+    >>> model = models.lenet5(4, (1, 8, 8))
+    >>> history, state = fit(model, ds, epochs=1, batch_size=32, optimizer=optim.adam(1e-3),
+    ...                      seed=0, progress=False)
+    >>> history[0]["epoch"], int(state.step)
+    (1, 2)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fconv import checkpoint, data, models, optim
+from fconv.atomic_io import write_bytes_atomic
+from fconv.losses import accuracy, l2_regularization, softmax_cross_entropy
+
+__all__ = [
+    "TrainState",
+    "init_train_state",
+    "make_train_step",
+    "make_eval_step",
+    "evaluate",
+    "confusion_matrix",
+    "fit",
+    "METRICS_FILE",
+    "read_metrics",
+    "MODELS",
+    "build_model",
+    "OPTIMIZERS",
+    "make_optimizer",
+    "DATASETS",
+    "FILE_DATASETS",
+    "load_dataset",
+    "AUGMENTATIONS",
+    "make_augment",
+    "Run",
+    "load_run",
+]
+
+#: Name of the per-epoch metrics file :func:`fit` appends to in ``out_dir``.
+METRICS_FILE = "metrics.jsonl"
+
+Loss = Callable[[jax.Array, jax.Array], jax.Array]
+Augment = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training; a pytree of arrays.
+
+    Attributes:
+        params: The model's parameter pytree.
+        opt_state: The optimizer state (``optimizer.init(params)``).
+        model_state: The model state from ``model.init_state`` (BatchNorm running statistics;
+            ``()`` leaves for stateless layers).
+        step: int32 scalar, the number of train steps taken.
+        rng: uint32 key data (``jax.random.key_data``) of the training key. It never changes;
+            step ``s`` uses ``jax.random.fold_in(key, s)``.
+    """
+
+    params: Any
+    opt_state: Any
+    model_state: Any
+    step: jax.Array
+    rng: jax.Array
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _batch_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+    return (-1, *(int(d) for d in input_shape))
+
+
+def init_train_state(
+    model: Any, optimizer: optim.Optimizer, input_shape: Sequence[int], seed: int
+) -> TrainState:
+    """A fresh :class:`TrainState`: parameters, optimizer and model state drawn from ``seed``.
+
+    ``jax.random.key(seed)`` is split once: the first half initialises the parameters, the
+    second is the training key stored (as key data) in ``rng``.
+
+    Args:
+        model: A ``fconv.layers.Layer`` (``init``, ``apply``, ``init_state``).
+        optimizer: An :class:`fconv.optim.Optimizer`.
+        input_shape: Per-example shape ``(C, H, W)``, without the batch axis.
+        seed: Non-negative int.
+
+    Returns:
+        The state at step 0.
+    """
+    seed = _check_int("seed", seed, minimum=0)
+    init_key, train_key = jax.random.split(jax.random.key(seed))
+    shape = _batch_shape(input_shape)
+    _, params = model.init(init_key, shape)
+    return TrainState(
+        params=params,
+        opt_state=optimizer.init(params),
+        model_state=model.init_state(shape),
+        step=jnp.zeros((), jnp.int32),
+        rng=jax.random.key_data(train_key),
+    )
+
+
+def _step_keys(state: TrainState) -> tuple[jax.Array, jax.Array]:
+    """The (dropout, augmentation) keys of ``state.step``: ``split(fold_in(key, step))``."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    dropout_key, augment_key = jax.random.split(key)
+    return dropout_key, augment_key
+
+
+def make_train_step(
+    model: Any,
+    optimizer: optim.Optimizer,
+    *,
+    weight_decay: float = 0.0,
+    loss: Loss = softmax_cross_entropy,
+    augment: Augment | None = None,
+) -> Callable[[TrainState, tuple[Any, Any]], tuple[TrainState, dict[str, jax.Array]]]:
+    """Builds ``train_step(state, batch) -> (new_state, metrics)``, jitted, ``state`` donated.
+
+    One step: augment ``x`` (if asked), run the model with ``train=True`` and the model state,
+    take the gradient of ``loss(logits, y) + weight_decay / 2 * l2_regularization(params)``, and
+    apply the optimizer. The model is always given its state (``()`` entries for stateless
+    layers come back unchanged), so BatchNorm statistics are threaded through.
+
+    The input ``state``'s buffers are donated: do not use it after the call.
+
+    Args:
+        model: A ``Layer`` returning logits ``(N, num_classes)``.
+        optimizer: An :class:`fconv.optim.Optimizer`.
+        weight_decay: Coefficient ``wd >= 0`` of the L2 penalty ``wd / 2 * sum(w**2)`` over all
+            parameters except biases (leaves named ``"b"``): it adds ``wd * w`` to each gradient
+            (PyTorch's coupled ``weight_decay``). Default 0. For decoupled decay use
+            :func:`fconv.optim.adamw`.
+        loss: ``loss(logits, labels) -> scalar``; default :func:`softmax_cross_entropy`.
+        augment: Optional ``augment(key, x) -> x`` applied to each batch (e.g.
+            ``functools.partial(fconv.data.augment, crop_padding=4, flip=True)``).
+
+    Returns:
+        The jitted ``train_step``. ``batch`` is ``(x, y)``: ``x`` float32 ``(N, C, H, W)``, ``y``
+        int32 ``(N,)``. ``metrics`` is ``{"loss": data loss, "accuracy": batch accuracy}``, float32
+        scalars (the L2 penalty is not included in ``"loss"``).
+
+    Raises:
+        ValueError: If ``weight_decay`` is negative.
+    """
+    if not weight_decay >= 0:
+        raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay}")
+    wd = float(weight_decay)
+
+    def objective(params, model_state, x, y, key):
+        logits, new_model_state = model.apply(params, x, rng=key, train=True, state=model_state)
+        data_loss = loss(logits, y)
+        total = data_loss
+        if wd:
+            total = total + jnp.float32(0.5 * wd) * l2_regularization(params)
+        return total, (data_loss, logits, new_model_state)
+
+    def train_step(state: TrainState, batch):
+        x, y = batch
+        dropout_key, augment_key = _step_keys(state)
+        if augment is not None:
+            x = augment(augment_key, x)
+        grad_fn = jax.value_and_grad(objective, has_aux=True)
+        (_, (data_loss, logits, model_state)), grads = grad_fn(
+            state.params, state.model_state, x, y, dropout_key
+        )
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optim.apply_updates(state.params, updates)
+        metrics = {"loss": data_loss, "accuracy": accuracy(logits, y)}
+        new_state = TrainState(params, opt_state, model_state, state.step + 1, state.rng)
+        return new_state, metrics
+
+    return jax.jit(train_step, donate_argnums=(0,))
+
+
+def make_eval_step(
+    model: Any, *, loss: Loss = softmax_cross_entropy
+) -> Callable[[Any, Any, tuple[Any, Any]], dict[str, jax.Array]]:
+    """Builds ``eval_step(params, model_state, batch) -> per-example outputs``, jitted.
+
+    Inference mode: ``train=False``, no rng, BatchNorm uses the running statistics in
+    ``model_state`` (which is not updated).
+
+    Args:
+        model: A ``Layer`` returning logits.
+        loss: ``loss(logits, labels) -> scalar`` (mean over the batch); it is applied to each
+            example separately. Default :func:`softmax_cross_entropy`.
+
+    Returns:
+        The jitted ``eval_step``; ``batch`` is ``(x, y)``. It returns ``{"logits": (N, K),
+        "loss": (N,) per-example losses, "correct": (N,) bool}``; per-example outputs let
+        callers average over batches of any size (see :func:`evaluate`).
+    """
+
+    def per_example(logits, y):
+        return loss(logits[None], y[None])
+
+    def eval_step(params, model_state, batch):
+        x, y = batch
+        logits, _ = model.apply(params, x, train=False, state=model_state)
+        return {
+            "logits": logits,
+            "loss": jax.vmap(per_example)(logits, y),
+            "correct": jnp.argmax(logits, axis=-1) == y,
+        }
+
+    return jax.jit(eval_step)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_train_step(model, optimizer, weight_decay, loss, augment):
+    """One jitted step per configuration, so fitting the same objects again (e.g. a resume in
+    the same process) reuses the compiled program."""
+    return make_train_step(model, optimizer, weight_decay=weight_decay, loss=loss, augment=augment)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_eval_step(model: Any, loss: Loss):
+    return make_eval_step(model, loss=loss)
+
+
+def evaluate(
+    model: Any,
+    params: Any,
+    model_state: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int = 500,
+    *,
+    loss: Loss = softmax_cross_entropy,
+) -> tuple[float, float, np.ndarray]:
+    """Mean loss, accuracy and predicted classes over a whole split, in inference mode.
+
+    The data is cut into batches of ``min(batch_size, N)`` examples; the last one is padded to
+    that size (and the padding ignored), so one compiled shape serves every batch.
+
+    Args:
+        model: A ``Layer`` returning logits ``(N, K)``.
+        params: Its parameters.
+        model_state: Its state (``model.init_state(...)`` or the trained one).
+        x: Images ``(N, C, H, W)`` (already normalised like the training data).
+        y: int labels ``(N,)``.
+        batch_size: Examples per batch, >= 1; default 500.
+        loss: As for :func:`make_eval_step`.
+
+    Returns:
+        ``(loss, accuracy, predictions)``: Python floats and an int64 array ``(N,)``.
+
+    Raises:
+        ValueError: If ``x`` and ``y`` differ in length or are empty.
+    """
+    batch_size = _check_int("batch_size", batch_size, minimum=1)
+    x, y = np.asarray(x), np.asarray(y)
+    n = int(x.shape[0]) if x.ndim else 0
+    if n == 0 or y.shape != (n,):
+        raise ValueError(
+            f"x and y must hold the same number (>= 1) of examples, got shapes {x.shape} and "
+            f"{y.shape}"
+        )
+    step = _cached_eval_step(model, loss)
+    size = min(batch_size, n)
+    losses, correct, preds = [], [], []
+    for start in range(0, n, size):
+        xb, yb = x[start : start + size], y[start : start + size].astype(np.int32)
+        m = xb.shape[0]
+        if m < size:  # pad the last batch to the compiled shape
+            xb = np.concatenate([xb, np.zeros((size - m, *xb.shape[1:]), xb.dtype)])
+            yb = np.concatenate([yb, np.zeros(size - m, np.int32)])
+        out = jax.device_get(step(params, model_state, (xb, yb)))
+        losses.append(np.asarray(out["loss"][:m], np.float64))
+        correct.append(np.asarray(out["correct"][:m]))
+        preds.append(np.argmax(out["logits"][:m], axis=-1).astype(np.int64))
+    return (
+        float(np.mean(np.concatenate(losses))),
+        float(np.mean(np.concatenate(correct))),
+        np.concatenate(preds),
+    )
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
+    """Counts of (true class, predicted class) pairs.
+
+    Args:
+        y_true: int labels ``(N,)`` in ``[0, num_classes)``.
+        y_pred: int predictions ``(N,)`` in ``[0, num_classes)``.
+        num_classes: Number of classes, >= 1.
+
+    Returns:
+        int64 array ``(num_classes, num_classes)``; entry ``[i, j]`` counts examples of class
+        ``i`` predicted as ``j`` (rows: truth, columns: prediction; the diagonal is correct).
+
+    Raises:
+        ValueError: If the shapes differ or a label is out of range.
+
+    Example:
+        >>> confusion_matrix([0, 1, 1], [0, 1, 0], 2).tolist()
+        [[1, 0], [1, 1]]
+    """
+    num_classes = _check_int("num_classes", num_classes, minimum=1)
+    t = np.asarray(y_true).astype(np.int64).ravel()
+    p = np.asarray(y_pred).astype(np.int64).ravel()
+    if np.shape(y_true) != np.shape(y_pred) or np.ndim(y_true) != 1:
+        raise ValueError(
+            f"y_true and y_pred must be 1-D with the same shape, got {np.shape(y_true)} and "
+            f"{np.shape(y_pred)}"
+        )
+    for name, v in (("y_true", t), ("y_pred", p)):
+        if v.size and (v.min() < 0 or v.max() >= num_classes):
+            raise ValueError(
+                f"{name} must lie in [0, {num_classes}), got range [{v.min()}, {v.max()}]"
+            )
+    counts = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+# --------------------------------------------------------------------------------------------
+# Registries: models, optimizers and datasets by name (the command line and load_run use them).
+
+MODELS: dict[str, Callable[..., Any]] = {
+    "lenet5": models.lenet5,
+    "vgg_small": models.vgg_small,
+    "resnet_small": models.resnet_small,
+    "all_conv_net": models.all_conv_net,
+    "resnext_small": models.resnext_small,
+}
+
+
+def build_model(name: str, num_classes: int, input_shape: Sequence[int], **kwargs: Any) -> Any:
+    """``MODELS[name](num_classes, input_shape, **kwargs)``.
+
+    Raises:
+        ValueError: If ``name`` is unknown.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    return MODELS[name](num_classes, tuple(int(d) for d in input_shape), **kwargs)
+
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
+_SCHEDULES = ("constant", "cosine")
+
+
+def make_optimizer(
+    name: str,
+    learning_rate: float,
+    *,
+    schedule: str = "constant",
+    total_steps: int | None = None,
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+) -> optim.Optimizer:
+    """An optimizer from :mod:`fconv.optim` by name (the settings :func:`fit` records).
+
+    Args:
+        name: One of :data:`OPTIMIZERS`: ``"sgd"``, ``"momentum"``/``"nesterov"`` (beta 0.9),
+            ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"adagrad"``.
+        learning_rate: Peak learning rate, > 0.
+        schedule: ``"constant"`` (default) or ``"cosine"`` (linear warm-up over
+            ``warmup_steps``, then half-cosine decay to 0 at ``total_steps``).
+        total_steps: Length of the cosine schedule; required for ``"cosine"``.
+        warmup_steps: Warm-up steps of the cosine schedule; default 0.
+        weight_decay: AdamW's decoupled decay coefficient; only ``"adamw"`` uses it (the other
+            optimizers get L2 decay from :func:`make_train_step`'s ``weight_decay``). Default 0.
+
+    Raises:
+        ValueError: For an unknown name or schedule, a missing ``total_steps``, or out-of-range
+            values.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")
+    if schedule not in _SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {list(_SCHEDULES)}")
+    lr: float | optim.Schedule = learning_rate
+    if schedule == "cosine":
+        if total_steps is None:
+            raise ValueError("schedule 'cosine' needs total_steps")
+        lr = optim.cosine_decay_with_warmup(learning_rate, warmup_steps, total_steps)
+    elif not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    if name == "adamw":
+        return optim.adamw(lr, weight_decay=weight_decay)
+    return {
+        "sgd": optim.sgd,
+        "momentum": optim.momentum,
+        "nesterov": optim.nesterov,
+        "adam": optim.adam,
+        "rmsprop": optim.rmsprop,
+        "adagrad": optim.adagrad,
+    }[name](lr)
+
+
+#: Dataset names :func:`load_dataset` knows; ``mnist``, ``fashion-mnist`` and ``cifar10`` read
+#: files from a directory, the others need none.
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic")
+#: The datasets of :data:`DATASETS` that :func:`load_dataset` reads from ``data_dir``.
+FILE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, *, seed: int = 0):
+    """A :class:`fconv.data.Dataset` by name.
+
+    Args:
+        name: ``"digits"`` (scikit-learn's 8x8 digits, split with ``seed``), ``"mnist"`` and
+            ``"fashion-mnist"`` (the four IDX files in ``data_dir``), ``"cifar10"`` (the binary
+            batches in ``data_dir``), ``"synthetic"`` (512 + 128 noisy 1x28x28 prototypes of 10
+            classes, from ``seed``).
+        data_dir: Folder with the files, for the datasets read from files.
+        seed: Seed of the digits split and of the synthetic data; default 0.
+
+    Raises:
+        ValueError: Unknown name, or ``data_dir`` missing for a file dataset.
+        FileNotFoundError: ``data_dir`` or a file in it does not exist.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
+    if name == "digits":
+        return data.load_digits(seed)
+    if name == "synthetic":
+        return data.synthetic(seed=seed)
+    if data_dir is None:
+        raise ValueError(f"dataset {name!r} is read from files: give data_dir, their folder")
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"data directory {os.fspath(data_dir)} does not exist")
+    if name == "cifar10":
+        return data.load_cifar10(data_dir)
+    return data.load_mnist(data_dir, "mnist" if name == "mnist" else "fashion_mnist")
+
+
+#: Augmentation for each dataset name: ``(crop_padding, flip)`` for :func:`make_augment`.
+#: Small shifts everywhere (1 pixel on 8x8 digits); horizontal flips only where a mirrored
+#: image is still of the same class.
+AUGMENTATIONS = {
+    "digits": (1, False),
+    "mnist": (2, False),
+    "fashion-mnist": (2, True),
+    "cifar10": (4, True),
+    "synthetic": (2, False),
+}
+
+
+def make_augment(crop_padding: int, flip: bool) -> Augment:
+    """``augment(key, x)``: :func:`fconv.data.augment` with the options bound."""
+    return functools.partial(data.augment, crop_padding=crop_padding, flip=flip)
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics file.
+
+
+def _append_line(path: str, record: Mapping[str, Any]) -> None:
+    """Appends one JSON line with a single ``write`` on an ``O_APPEND`` file, then fsyncs.
+
+    A crash can at worst leave a partial last line; :func:`read_metrics` skips it and a resumed
+    :func:`fit` rewrites the file without it.
+    """
+    line = (json.dumps(dict(record), sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file (or of ``METRICS_FILE`` in a run directory).
+
+    Lines that are not complete JSON objects (an interrupted write) are skipped.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, METRICS_FILE)
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+# --------------------------------------------------------------------------------------------
+# Progress display.
+
+
+class _Progress:
+    """A tqdm bar per epoch on a terminal; one plain line per epoch otherwise; or nothing."""
+
+    def __init__(self, enabled: bool, epochs: int):
+        self.enabled, self.epochs, self.bar = enabled, epochs, None
+        self.tqdm = None
+        if enabled and sys.stderr.isatty():
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # pragma: no cover - optional extra fconv[progress]
+                tqdm = None
+            self.tqdm = tqdm
+
+    def start(self, epoch: int, steps: int) -> None:
+        if self.tqdm is not None:
+            self.bar = self.tqdm(
+                total=steps, desc=f"epoch {epoch}/{self.epochs}", unit="batch", leave=True
+            )
+
+    def update(self, n: int, loss: float | None, acc: float | None, ips: float) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if loss is not None:
+                self.bar.set_postfix_str(f"loss {loss:.4f} acc {acc:.4f} {ips:,.0f} img/s")
+
+    def end(self, r: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        text = (
+            f"loss {r['train_loss']:.4f} acc {r['train_acc']:.4f} | test loss "
+            f"{r['test_loss']:.4f} acc {r['test_acc']:.4f} | {r['images_per_sec']:,.0f} img/s "
+            f"{r['seconds']:.1f}s"
+        )
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+            self.bar.close()
+            self.bar = None
+        else:
+            print(f"epoch {r['epoch']}/{self.epochs} step {r['step']}: {text}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# fit.
+
+_RESUME_KEYS = ("dataset", "num_classes", "input_shape", "seed", "batch_size", "model")
+
+
+def _prepare_out_dir(out_dir: str, resume: bool, overwrite: bool) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    metrics_path = os.path.join(out_dir, METRICS_FILE)
+    steps = checkpoint.all_steps(out_dir)
+    if resume or not (steps or os.path.exists(metrics_path)):
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{out_dir} already holds a run ({METRICS_FILE} or checkpoints); resume it, or "
+            f"start over with overwrite, or choose another output directory"
+        )
+    for step in steps:
+        for path in checkpoint.paths_for(out_dir, step):
+            os.remove(path)
+    if os.path.exists(metrics_path):
+        os.remove(metrics_path)
+
+
+def _restore(out_dir: str, template: TrainState, config: Mapping[str, Any]):
+    """Loads the latest checkpoint into ``template``'s structure; returns (state, epoch)."""
+    like = {
+        "params": template.params,
+        "opt_state": template.opt_state,
+        "model_state": template.model_state,
+    }
+    ckpt = checkpoint.restore(out_dir, like=like)
+    saved = ckpt.config or {}
+    for key in _RESUME_KEYS:
+        if key in saved and key in config and saved[key] != config[key]:
+            raise ValueError(
+                f"cannot resume the run in {out_dir}: it was trained with {key}={saved[key]!r}, "
+                f"this run has {key}={config[key]!r}"
+            )
+    if "epoch" not in saved:
+        raise ValueError(f"cannot resume: the latest checkpoint in {out_dir} records no epoch")
+    state = TrainState(
+        params=jax.tree.map(jnp.asarray, ckpt.params),
+        opt_state=jax.tree.map(jnp.asarray, ckpt.opt_state),
+        model_state=jax.tree.map(jnp.asarray, ckpt.model_state),
+        step=jnp.asarray(ckpt.step, jnp.int32),
+        rng=template.rng,
+    )
+    return state, int(saved["epoch"])
+
+
+def _history_up_to(out_dir: str, epoch: int) -> list[dict[str, Any]]:
+    """Records of epochs <= ``epoch``; rewrites the metrics file to hold exactly those."""
+    path = os.path.join(out_dir, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    kept = [
+        r for r in read_metrics(path) if isinstance(r.get("epoch"), int) and r["epoch"] <= epoch
+    ]
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+    write_bytes_atomic(path, text.encode("utf-8"))
+    return kept
+
+
+def fit(
+    model: Any,
+    dataset: data.Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer: optim.Optimizer | Mapping[str, Any],
+    seed: int = 0,
+    out_dir: str | os.PathLike[str] | None = None,
+    augment: Augment | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+    checkpoint_every: int = 1,
+    keep: int = 3,
+    log: Callable[[dict[str, Any]], None] | None = None,
+    weight_decay: float = 0.0,
+    loss: Loss = softmax_cross_entropy,
+    normalize: bool = False,
+    eval_batch_size: int = 500,
+    config: Mapping[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], TrainState]:
+    """Trains ``model`` on ``dataset`` for ``epochs`` epochs, evaluating after each.
+
+    Epoch ``e`` (0-based) visits the training set in the order of
+    ``fconv.data.batches(..., seed=seed, epoch=e)`` (the last ``N % batch_size`` examples of each
+    shuffle are dropped, so every step has one shape). Randomness of step ``s`` (dropout,
+    augmentation) comes from ``fold_in(training key, s)``, the training key drawn from ``seed``.
+    After each epoch the test split is evaluated and a record
+    ``{epoch, step, train_loss, train_acc, test_loss, test_acc, images_per_sec, seconds}`` is
+    appended to the history (and to ``out_dir/metrics.jsonl``); ``images_per_sec`` counts the
+    training part of the epoch only (the first epoch includes compilation), ``seconds`` the
+    whole epoch.
+
+    Resume is exact: ``fit(epochs=1)`` then ``fit(epochs=2, resume=True)`` ends with the same
+    parameters, bit for bit, as ``fit(epochs=2)`` -- provided the optimizer's schedule does not
+    depend on ``epochs`` (a cosine schedule over ``epochs`` epochs does).
+
+    Args:
+        model: A ``Layer`` mapping ``(N, C, H, W)`` to logits ``(N, num_classes)``.
+        dataset: A :class:`fconv.data.Dataset`.
+        epochs: Total number of epochs, >= 1 (a resumed run counts the epochs already done).
+        batch_size: Training examples per step, ``1 <= batch_size <= N_train``.
+        optimizer: An :class:`fconv.optim.Optimizer`, or a dict of :func:`make_optimizer`
+            keyword arguments (``{"name": "adam", "learning_rate": 1e-3, ...}``), which is also
+            recorded in the checkpoint config; its ``total_steps`` defaults to the run's length.
+        seed: Non-negative int seeding initialisation, shuffling and per-step randomness.
+        out_dir: Directory for ``metrics.jsonl`` and checkpoints; None (default) writes nothing.
+        augment: Optional ``augment(key, x) -> x`` applied to every training batch.
+        progress: Show progress (default True): a tqdm bar per epoch when tqdm is installed and
+            stderr is a terminal, else one printed line per epoch. False prints nothing.
+        resume: Continue from the latest checkpoint in ``out_dir`` (with the next epoch); the
+            metrics file is trimmed to the epochs that checkpoint covers. Without a checkpoint
+            the run starts from scratch.
+        overwrite: Delete the checkpoints and metrics of an earlier run in ``out_dir`` instead
+            of raising ``FileExistsError``. Default False.
+        checkpoint_every: Save a checkpoint every this many epochs (and after the last); default 1.
+        keep: Number of most recent checkpoints kept; default 3.
+        log: Optional callable given each epoch's record.
+        weight_decay: L2 coefficient for :func:`make_train_step`; default 0.
+        loss: ``loss(logits, labels) -> scalar``; default softmax cross-entropy.
+        normalize: Standardise train and test images per channel with the training set's
+            mean and std (:func:`fconv.data.compute_mean_std`), recorded in the checkpoint
+            config as ``"normalization"``. Default False. The returned parameters then expect
+            standardised inputs: evaluate on ``data.normalize(x, mean, std)`` (a loaded
+            :class:`Run` does it with ``run.normalize(x)``).
+        eval_batch_size: Batch size of the test evaluation; default 500.
+        config: Extra JSON-serialisable entries for the checkpoint config (e.g. ``{"model":
+            "lenet5"}``); :func:`load_run` needs ``"model"`` (and ``"model_kwargs"`` if any).
+
+    Returns:
+        ``(history, state)``: the list of epoch records (including those of a resumed run's
+        earlier epochs) and the final :class:`TrainState`.
+
+    Raises:
+        ValueError: Bad arguments, ``resume`` without ``out_dir``, or a checkpoint that does
+            not match this run (other seed, batch size, dataset, model or parameter shapes).
+        FileExistsError: ``out_dir`` holds an earlier run and neither ``resume`` nor
+            ``overwrite`` is set.
+    """
+    epochs = _check_int("epochs", epochs, minimum=1)
+    seed = _check_int("seed", seed, minimum=0)
+    checkpoint_every = _check_int("checkpoint_every", checkpoint_every, minimum=1)
+    n_train = dataset.num_train
+    batch_size = _check_int("batch_size", batch_size, minimum=1)
+    if batch_size > n_train:
+        raise ValueError(
+            f"`batch_size` ({batch_size}) must be <= the number of training examples ({n_train})"
+        )
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs out_dir, the directory holding the checkpoints")
+    steps_per_epoch = data.num_batches(n_train, batch_size)
+
+    cfg: dict[str, Any] = dict(config or {})
+    if isinstance(optimizer, Mapping):
+        spec = dict(optimizer)
+        spec.setdefault("total_steps", epochs * steps_per_epoch)
+        cfg["optimizer"] = spec
+        optimizer = make_optimizer(**spec)
+    x_train, x_test = dataset.x_train, dataset.x_test
+    if normalize:
+        mean, std = data.compute_mean_std(x_train)
+        x_train = data.normalize(x_train, mean, std).astype(np.float32)
+        x_test = data.normalize(x_test, mean, std).astype(np.float32)
+        cfg["normalization"] = {"mean": mean.tolist(), "std": std.tolist()}
+    y_train = dataset.y_train.astype(np.int32)
+    cfg.update(
+        dataset=dataset.name,
+        num_classes=int(dataset.num_classes),
+        input_shape=list(dataset.input_shape),
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        weight_decay=float(weight_decay),
+    )
+    json.dumps(cfg)  # fail now, not after the first epoch, on a non-JSON config
+
+    state = init_train_state(model, optimizer, dataset.input_shape, seed)
+    start_epoch, history = 0, []
+    if out_dir is not None:
+        out_dir = os.fspath(out_dir)
+        _prepare_out_dir(out_dir, resume, overwrite)
+        if resume and checkpoint.latest_step(out_dir) is not None:
+            state, start_epoch = _restore(out_dir, state, cfg)
+            history = _history_up_to(out_dir, start_epoch)
+
+    train_step = _cached_train_step(model, optimizer, float(weight_decay), loss, augment)
+    bar = _Progress(progress, epochs)
+    refresh = max(1, steps_per_epoch // 20)
+
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        bar.start(epoch + 1, steps_per_epoch)
+        loss_sum = jnp.zeros((), jnp.float32)
+        acc_sum = jnp.zeros((), jnp.float32)
+        pending = 0
+        for i, batch in enumerate(
+            data.batches(x_train, y_train, batch_size, seed=seed, epoch=epoch)
+        ):
+            state, metrics = train_step(state, batch)
+            loss_sum = loss_sum + metrics["loss"]
+            acc_sum = acc_sum + metrics["accuracy"]
+            pending += 1
+            if bar.bar is not None and (pending == refresh or i == steps_per_epoch - 1):
+                ips = (i + 1) * batch_size / (time.perf_counter() - t0)
+                bar.update(pending, float(metrics["loss"]), float(metrics["accuracy"]), ips)
+                pending = 0
+        train_loss = float(loss_sum) / steps_per_epoch  # waits for the last step
+        train_acc = float(acc_sum) / steps_per_epoch
+        train_seconds = time.perf_counter() - t0
+        test_loss, test_acc, _ = evaluate(
+            model,
+            state.params,
+            state.model_state,
+            x_test,
+            dataset.y_test,
+            eval_batch_size,
+            loss=loss,
+        )
+        record = {
+            "epoch": epoch + 1,
+            "step": int(state.step),
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "images_per_sec": steps_per_epoch * batch_size / train_seconds,
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(record)
+        if out_dir is not None:
+            _append_line(os.path.join(out_dir, METRICS_FILE), record)
+            if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs:
+                checkpoint.save(
+                    out_dir,
+                    params=state.params,
+                    opt_state=state.opt_state,
+                    model_state=state.model_state,
+                    step=int(state.step),
+                    config={**cfg, "epoch": epoch + 1, "test_acc": test_acc},
+                    keep=keep,
+                    overwrite=True,
+                )
+        bar.end(record)
+        if log is not None:
+            log(record)
+    return history, state
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a finished run.
+
+
+class Run(NamedTuple):
+    """A model rebuilt from a checkpoint (see :func:`load_run`).
+
+    Attributes:
+        model: The ``Layer``, built from the config's ``"model"`` and ``"model_kwargs"``.
+        params: Parameters (numpy leaves).
+        model_state: Model state (numpy leaves).
+        config: The checkpoint's config dict.
+        step: The step it was saved at.
+    """
+
+    model: Any
+    params: Any
+    model_state: Any
+    config: dict[str, Any]
+    step: int
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """``x`` standardised as in training (unchanged if training did not normalise)."""
+        norm = self.config.get("normalization")
+        if not norm:
+            return np.asarray(x, np.float32)
+        mean = np.asarray(norm["mean"], np.float32)
+        std = np.asarray(norm["std"], np.float32)
+        return data.normalize(np.asarray(x, np.float32), mean, std).astype(np.float32)
+
+
+def load_run(directory_or_file: str | os.PathLike[str], *, step: int | None = None) -> Run:
+    """Rebuilds the model of a :func:`fit` checkpoint and loads its parameters.
+
+    The config must name the model (``"model"``, optional ``"model_kwargs"``) and, because the
+    optimizer state is restored too, the optimizer settings (``"optimizer"``) -- as written by
+    ``fconv train`` or by :func:`fit` given an optimizer dict and ``config={"model": ...}``.
+
+    Args:
+        directory_or_file: A run directory or one checkpoint file.
+        step: The step to load from a directory; default the latest.
+
+    Raises:
+        FileNotFoundError: No checkpoint found.
+        ValueError: The config lacks the entries above or does not match the checkpoint.
+    """
+    path = os.fspath(directory_or_file)
+    meta_path = path
+    if os.path.isdir(path):
+        found = checkpoint.latest_step(path) if step is None else step
+        if found is None:
+            raise FileNotFoundError(f"no complete checkpoint (ckpt_*.json + .npz) in {path}")
+        meta_path = checkpoint.paths_for(path, found)[1]
+    elif path.endswith(".npz"):
+        meta_path = path[: -len(".npz")] + ".json"
+    if not os.path.isfile(meta_path):
+        raise FileNotFoundError(f"checkpoint metadata {meta_path} not found")
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            cfg = json.load(f).get("config") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise ValueError(f"checkpoint {meta_path} is corrupt: {e}") from e
+    missing = [k for k in ("model", "num_classes", "input_shape", "optimizer") if k not in cfg]
+    if missing:
+        raise ValueError(
+            f"checkpoint {meta_path} config lacks {missing}: it was not written by `fconv "
+            f"train` (give fit an optimizer dict and config={{'model': name}} for loadable runs)"
+        )
+    model = build_model(
+        cfg["model"], cfg["num_classes"], cfg["input_shape"], **cfg.get("model_kwargs", {})
+    )
+    optimizer = make_optimizer(**cfg["optimizer"])
+    template = jax.eval_shape(
+        lambda: init_train_state(model, optimizer, cfg["input_shape"], 0)
+    )  # shapes and dtypes only: nothing is drawn
+    like = {
+        "params": template.params,
+        "opt_state": template.opt_state,
+        "model_state": template.model_state,
+    }
+    ckpt = checkpoint.restore(path, step=step if os.path.isdir(path) else None, like=like)
+    return Run(model, ckpt.params, ckpt.model_state, cfg, ckpt.step)
