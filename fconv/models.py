@@ -19,6 +19,7 @@ keep running statistics: ``apply(params, x, train=True, state=state)`` returns
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,7 +85,7 @@ def _finish(where: str, net: Layer, input_shape: tuple[int, ...]) -> Layer:
     def init_state(input_shape=batch_shape):
         return net.init_state(input_shape)
 
-    return Layer(init, net.apply, init_state)
+    return dataclasses.replace(net, init=init, init_state=init_state)  # keeps meta, children
 
 
 def lenet5(

@@ -120,3 +120,26 @@ __all__ = [
     "residual",
     "serial",
 ]
+
+# Issue 8: layers for unshared / tiled / serialised convolution and the wider pooling family.
+from fconv.layers.local import Im2colConv, LocallyConnected, TiledConv  # noqa: E402
+from fconv.layers.pooling_family import (  # noqa: E402
+    AdaptiveAvgPool,
+    AdaptiveMaxPool,
+    LpPool,
+    Maxout,
+    RoiMaxPool,
+    SpatialPyramidPool,
+)
+
+__all__ += [
+    "AdaptiveAvgPool",
+    "AdaptiveMaxPool",
+    "Im2colConv",
+    "LocallyConnected",
+    "LpPool",
+    "Maxout",
+    "RoiMaxPool",
+    "SpatialPyramidPool",
+    "TiledConv",
+]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -36,11 +36,19 @@ class Layer:
       apply: ``apply(params, x, *, rng=None, train=False, state=None)`` -> ``y``, or
         ``(y, new_state)`` when a ``state`` is given.
       init_state: ``init_state(input_shape) -> state``; ``()`` for stateless layers.
+      meta: the layer's configuration, for tools that read a network's structure
+        (``fconv.receptive_field``): ``{"kind": "conv", "name": "Conv", "kernel": 3, "stride": 1,
+        "padding": "SAME", "dilation": 1, "layout": "channels_first"}`` for a convolution,
+        ``{"kind": "serial"}`` for a combinator; None (default) for layers without a spatial
+        effect. Not used by ``init`` or ``apply``.
+      children: the layers a combinator is built from (``()`` for a leaf).
     """
 
     init: Callable[..., tuple[Any, Any]]
     apply: Callable[..., Any]
     init_state: Callable[[Any], Any] = _no_state
+    meta: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False)
+    children: tuple[Layer, ...] = dataclasses.field(default=(), compare=False)
 
     def __iter__(self) -> Iterator[Callable[..., Any]]:
         yield self.init
@@ -252,6 +260,7 @@ def leaf(
     name: str,
     init: Callable[[Any, Any], tuple[Any, Any]],
     fn: Callable[[Any, jax.Array, Any, bool], jax.Array],
+    meta: Mapping[str, Any] | None = None,
 ) -> Layer:
     """A stateless layer whose apply is ``fn(params, x, rng, train)`` in ``named_scope``.
 
@@ -265,7 +274,7 @@ def leaf(
             y = fn(params, x, rng, train)
         return y if state is None else (y, state)
 
-    return Layer(init, apply)
+    return Layer(init, apply, meta=meta)
 
 
 def parameter_free(

@@ -7,6 +7,7 @@ collected in the same tuple structure.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
@@ -56,7 +57,7 @@ def serial(*layers: base.Layer) -> base.Layer:
             new.append(s)
         return x if state is None else (x, tuple(new))
 
-    return base.Layer(init, apply, init_state)
+    return base.Layer(init, apply, init_state, meta={"kind": "serial"}, children=layers)
 
 
 def _check_branches(input_shape: Any, n: int | None, where: str) -> tuple:
@@ -101,7 +102,7 @@ def parallel(*layers: base.Layer) -> base.Layer:
         ys = tuple(o[0] for o in outs)
         return ys if state is None else (ys, tuple(o[1] for o in outs))
 
-    return base.Layer(init, apply, init_state)
+    return base.Layer(init, apply, init_state, meta={"kind": "parallel"}, children=layers)
 
 
 def FanOut(n: int) -> base.Layer:
@@ -202,4 +203,5 @@ def residual(block: base.Layer, shortcut: base.Layer | None = None) -> base.Laye
         " The block and the shortcut of a residual must give the same shape: use a projection "
         "shortcut (e.g. serial(Conv(C, 1, stride=s), BatchNorm())) when the block changes it."
     )
-    return serial(FanOut(2), parallel(block, shortcut), _fan_in_sum("residual", hint))
+    net = serial(FanOut(2), parallel(block, shortcut), _fan_in_sum("residual", hint))
+    return dataclasses.replace(net, meta={"kind": "residual"}, children=(block, shortcut))

@@ -72,7 +72,9 @@ def _spatial_rank(input_shape: tuple[int, ...], where: str, rank: int | None) ->
     return n
 
 
-def _layer(name, where, op, rank, last, groups, kernel_size, kernel_shape, draw) -> base.Layer:
+def _layer(
+    name, where, op, rank, last, groups, kernel_size, kernel_shape, draw, meta=None
+) -> base.Layer:
     """The Layer both constructors return; ``kernel_shape(c_in, k)`` gives the weight's shape."""
 
     def fn(params, x, rng=None, train=False):
@@ -90,7 +92,20 @@ def _layer(name, where, op, rank, last, groups, kernel_size, kernel_shape, draw)
         params = draw(rng, kernel_shape(c_in, _canon.ntuple(kernel_size, n, "kernel_size")))
         return base.infer_shape(fn, params, input_shape), params
 
-    return base.leaf(name, init, fn)
+    return base.leaf(name, init, fn, meta)
+
+
+def _meta(kind, where, kernel_size, stride, padding, dilation, layout) -> dict:
+    """Configuration for ``Layer.meta`` (read by ``fconv.receptive_field``)."""
+    return {
+        "kind": kind,
+        "name": where,
+        "kernel": kernel_size,
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "layout": layout,
+    }
 
 
 def _drawer(w_init, b_init, bias: bool, out_channels: int, dtype: Any):
@@ -186,7 +201,8 @@ def Conv(
         return (*k, c_in // groups, out_channels) if last else (out_channels, c_in // groups, *k)
 
     draw = _drawer(w_init, b_init, bias, out_channels, param_dtype)
-    return _layer("Conv", where, op, rank, last, groups, kernel_size, kernel_shape, draw)
+    meta = _meta("conv", where, kernel_size, stride, padding, dilation, layout)
+    return _layer("Conv", where, op, rank, last, groups, kernel_size, kernel_shape, draw, meta)
 
 
 def ConvTranspose(
@@ -264,7 +280,11 @@ def ConvTranspose(
         return (*k, c_out_g, c_in) if last else (c_in, c_out_g, *k)
 
     draw = _drawer(w_init, b_init, bias, out_channels, param_dtype)
-    return _layer("ConvTranspose", where, op, rank, last, groups, kernel_size, kernel_shape, draw)
+    meta = _meta("conv_transpose", where, kernel_size, stride, padding, dilation, layout)
+    meta["output_padding"] = output_padding
+    return _layer(
+        "ConvTranspose", where, op, rank, last, groups, kernel_size, kernel_shape, draw, meta
+    )
 
 
 Conv1D = functools.partial(Conv, rank=1)

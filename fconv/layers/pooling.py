@@ -29,7 +29,14 @@ def _pool(where, op, window, stride, padding, layout, vjp, **kwargs) -> base.Lay
         input_shape = base.check_input_shape(input_shape, where, ranks=(3, 4, 5))
         return base.infer_shape(fn, {}, input_shape), {}
 
-    return base.leaf(where, init, fn)
+    return base.leaf(where, init, fn, _meta(where, window, stride, padding, layout))
+
+
+def _meta(where, window, stride, padding, layout) -> dict:
+    """Configuration for ``Layer.meta`` (read by ``fconv.receptive_field``)."""
+    stride = window if stride is None else stride
+    return {"kind": "pool", "name": where, "kernel": window, "stride": stride,
+            "padding": padding, "dilation": 1, "layout": layout}  # fmt: skip
 
 
 def MaxPool(
@@ -102,7 +109,7 @@ def _global(where: str, op, layout: str, vjp: str | None) -> base.Layer:
         input_shape = base.check_input_shape(input_shape, where, ranks=(3, 4, 5))
         return base.infer_shape(fn, {}, input_shape), {}
 
-    return base.leaf(where, init, fn)
+    return base.leaf(where, init, fn, {"kind": "global_pool", "name": where, "layout": layout})
 
 
 def GlobalAvgPool(*, layout: str = "channels_first", vjp: str | None = None) -> base.Layer:
