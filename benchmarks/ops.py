@@ -81,7 +81,9 @@ def _timers(op: Callable, args: tuple, vjp: str, layout: str = "channels_first")
     y = fwd(*args)
     g = jnp.ones_like(y)
     argnums = tuple(range(len(args)))
-    fwd_bwd = jax.jit(lambda *a: jax.vjp(f, *a)[1](g))
+    # Forward and backward together, returning both (as a training step needs them): the
+    # forward cannot be dead-code-eliminated on either side.
+    fwd_bwd = jax.jit(lambda *a: (lambda y, pb: (y, pb(g)))(*jax.vjp(f, *a)))
     _, pullback = jax.vjp(f, *args)  # a pytree (jax.tree_util.Partial): jit-able
     bwd = jax.jit(lambda pb, g: pb(g))
     del argnums

@@ -144,8 +144,11 @@ class TestPoolTransforms(chex.TestCase):
         hvp = lambda vjp: jax.grad(  # noqa: E731
             lambda x: jnp.vdot(jax.grad(loss)(x, vjp), x)
         )(x)
+        # Off CPU, JAX's own second derivative of reduce_window(max) runs at reduced precision
+        # ("missing XLA support for pair-reductions"): the reference, not fconv, is loose there.
+        rtol = 1e-12 if jax.default_backend() == "cpu" else 1e-2
         chex.assert_trees_all_close(
-            self.variant(hvp, static_argnums=0)("custom"), hvp("autodiff"), rtol=1e-12
+            self.variant(hvp, static_argnums=0)("custom"), hvp("autodiff"), rtol=rtol
         )
         y_last = max_pool(jnp.moveaxis(x, 1, -1), 3, 2, "SAME", layout="channels_last")
         chex.assert_trees_all_close(jnp.moveaxis(y_last, -1, 1), max_pool(x, 3, 2, "SAME"))
