@@ -18,3 +18,11 @@ def test_readme_ops_example_runs_and_shapes_match_its_comments(capsys):
     out = capsys.readouterr().out
     assert "(8, 3, 32, 32) (16, 3, 3, 3)" in out
     assert "rel err vs finite diff" in out
+
+
+def test_readme_layers_example_runs():
+    block = next(b for b in _python_blocks() if "from fconv.layers import serial" in b)
+    scope: dict = {}
+    exec(compile(block, str(README), "exec"), scope)
+    assert scope["out_shape"] == (-1, 10)
+    assert scope["logits"].shape == (2, 10)
