@@ -166,19 +166,25 @@ def _avg_forward(x: jax.Array, geo: PoolGeometry, count_include_pad: bool) -> ja
     return total / jnp.asarray(_avg_divisor(geo, count_include_pad), x.dtype)
 
 
-# Avg-pool backward:  dx[y] = sum over windows m containing y of g[m] / divisor[m]
-# Spread g / divisor by the stride (interior padding s - 1), pad by (K - 1 - lo, K - 1 - hi + r)
-# and take stride-1 window sums of size K: the padded length is N + K - 1, so N sums remain.
-def _avg_pool_bwd_rule(g: jax.Array, geo: PoolGeometry, count_include_pad: bool) -> jax.Array:
-    t = g / jnp.asarray(_avg_divisor(geo, count_include_pad), g.dtype)
+# Transpose of the window sum  S[m] = sum_k x_pad[m s + k]:   [n, c, m] -> [n, c, y]
+#   dx[y] = sum over windows m containing y of t[m]
+# Spread t by the stride (interior padding s - 1), pad by (K - 1 - lo, K - 1 - hi + r) and take
+# stride-1 window sums of size K: the padded length is N + K - 1, so N sums remain; the r
+# remainder rows, which no window reaches, get zero.
+def window_sum_transpose(t: jax.Array, geo: PoolGeometry) -> jax.Array:
     pads = [(0, 0, 0), (0, 0, 0)]
     for k, (lo, hi), r, s in zip(geo.window, geo.padding, geo.remainder, geo.stride):
         pads.append((k - 1 - lo, k - 1 - hi + r, s - 1))
     t = lax.pad(t, jnp.zeros((), t.dtype), pads)
     ones = (1,) * len(geo.window)
     return lax.reduce_window(
-        t, jnp.zeros((), t.dtype), lax.add, (1, 1, *geo.window), (1, 1, *ones), "VALID"
+        t, np.zeros((), t.dtype), lax.add, (1, 1, *geo.window), (1, 1, *ones), "VALID"
     )
+
+
+# Avg-pool backward:  dx[y] = sum over windows m containing y of g[m] / divisor[m]
+def _avg_pool_bwd_rule(g: jax.Array, geo: PoolGeometry, count_include_pad: bool) -> jax.Array:
+    return window_sum_transpose(g / jnp.asarray(_avg_divisor(geo, count_include_pad), g.dtype), geo)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))

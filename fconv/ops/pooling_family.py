@@ -32,7 +32,7 @@ from jax import lax
 
 from fconv.ops import _canon
 from fconv.ops._canon import Padding
-from fconv.ops.pooling import PoolGeometry, _prepare
+from fconv.ops.pooling import PoolGeometry, _prepare, window_sum_transpose
 
 __all__ = [
     "adaptive_avg_pool",
@@ -89,22 +89,6 @@ def _lp_forward(x: jax.Array, p: float, geo: PoolGeometry) -> jax.Array:
     return s if p == 1 else lax.pow(s, jnp.asarray(1.0 / p, x.dtype))
 
 
-# Transpose of the window sum  S[m] = sum_{k} x_pad[m s + k]:   [n, c, m] -> [n, c, y]
-#   dx[y] = sum over windows m containing y of t[m]
-# Spread t by the stride (interior padding s - 1), pad by (K - 1 - lo, K - 1 - hi + r) and take
-# stride-1 window sums of size K (the padded length is N + K - 1, so N sums remain); r is the
-# remainder (N + lo + hi - K) mod s, rows no window reaches.
-def _window_sum_transpose(t: jax.Array, geo: PoolGeometry) -> jax.Array:
-    pads = [(0, 0, 0), (0, 0, 0)]
-    for k, (lo, hi), r, s in zip(geo.window, geo.padding, geo.remainder, geo.stride):
-        pads.append((k - 1 - lo, k - 1 - hi + r, s - 1))
-    t = lax.pad(t, jnp.zeros((), t.dtype), pads)
-    ones = (1,) * len(geo.window)
-    return lax.reduce_window(
-        t, np.zeros((), t.dtype), lax.add, (1, 1, *geo.window), (1, 1, *ones), "VALID"
-    )
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _lp_p(x: jax.Array, p: float, geo: PoolGeometry) -> jax.Array:
     return _lp_forward(x, p, geo)
@@ -118,7 +102,7 @@ def _lp_p_fwd(x, p, geo):
 # Lp-pool backward.  y[m] = S[m]^(1/p),  S[m] = sum_{y in window m} |x[y]|^p, so
 #   dy[m]/dx[y] = (1/p) S^(1/p - 1) p |x|^(p-1) sign(x) = |x[y]|^(p-1) sign(x[y]) y[m]^(1-p)
 #   dx[y] = |x[y]|^(p-1) sign(x[y]) * sum_{m containing y} g[m] y[m]^(1-p)
-# The window sum over m is the transpose of the forward window sum (_window_sum_transpose).
+# The window sum over m is the transpose of the forward window sum (pooling.window_sum_transpose).
 # y[m] = 0 means every |x| in window m is 0: the true derivative is 0 there (p > 1) or sign(0) = 0
 # (p = 1), while autodiff gives 0 * inf = nan; we set g[m] y[m]^(1-p) = 0 where y[m] = 0.
 def _lp_p_bwd(p, geo, res, g):
@@ -128,7 +112,7 @@ def _lp_p_bwd(p, geo, res, g):
     scale = g if p == 1 else g * lax.pow(y_safe, jnp.asarray(1.0 - p, y.dtype))
     t = jnp.where(positive, scale, jnp.zeros((), g.dtype))
     local = jnp.sign(x) if p == 1 else _abs_pow(jnp.abs(x), p - 1) * jnp.sign(x)
-    dx = local * _window_sum_transpose(t, geo)
+    dx = local * window_sum_transpose(t, geo)
     return (dx.astype(x.dtype),)
 
 
