@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fconv import train
+from fconv import parallel, train
 
 __all__ = ["main", "build_parser"]
 
@@ -130,10 +130,40 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "devices and processes",
+        "Data-parallel training: each batch is split evenly over the devices, so --batch-size "
+        "must be divisible by their number. For several processes (hosts) run the same command "
+        "in each, with its own --process-id; process 0 writes the run directory.",
+    )
+    g.add_argument(
+        "--devices",
+        type=_positive_int,
+        metavar="N",
+        help="number of devices, the total over all processes (default: every device)",
+    )
+    g.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="address of process 0, reachable from every process (multi-process training)",
+    )
+    g.add_argument(
+        "--num-processes", type=_positive_int, metavar="N", help="number of processes in the job"
+    )
+    g.add_argument(
+        "--process-id",
+        type=_nonneg_int,
+        metavar="I",
+        help="index of this process, 0 to N-1 (process 0 runs the coordinator)",
+    )
+
+
 _TRAIN_OPTION_GROUPS: list[Callable[[argparse.ArgumentParser], None]] = [
     _add_model_data_options,
     _add_optimization_options,
     _add_run_options,
+    _add_device_options,
 ]
 
 
@@ -167,6 +197,7 @@ def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         checkpoint_every=args.checkpoint_every,
         weight_decay=0.0 if decoupled else args.weight_decay,
         normalize=True,
+        devices=args.devices,
         config={
             "model": args.model,
             "model_kwargs": {},
@@ -184,7 +215,47 @@ def _load_data(name: str, data_dir: str | None):
     return train.load_dataset(name, data_dir, seed=0)
 
 
+_PROCESS_FLAGS = (
+    ("--coordinator", "coordinator"),
+    ("--num-processes", "num_processes"),
+    ("--process-id", "process_id"),
+)
+
+
+def _join_processes(args: argparse.Namespace) -> None:
+    """Checks the multi-process flags and joins the job; a no-op without them."""
+    given = [flag for flag, name in _PROCESS_FLAGS if getattr(args, name) is not None]
+    if not given:
+        return
+    if len(given) < len(_PROCESS_FLAGS):
+        missing = [flag for flag, _ in _PROCESS_FLAGS if flag not in given]
+        raise UsageError(
+            f"multi-process training needs --coordinator, --num-processes and --process-id "
+            f"together; {', '.join(given)} given without {', '.join(missing)}"
+        )
+    if args.process_id >= args.num_processes:
+        raise UsageError(
+            f"--process-id must be < --num-processes ({args.num_processes}), got {args.process_id}"
+        )
+    if args.devices is not None and args.devices % args.num_processes:
+        raise UsageError(
+            f"--devices (the total over all processes) must be a multiple of --num-processes "
+            f"({args.num_processes}), got {args.devices}"
+        )
+    try:
+        parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    except ValueError:  # the flags above are checked: only the address can be wrong
+        raise UsageError(
+            f"--coordinator must be HOST:PORT (port 1-65535), got {args.coordinator!r}"
+        ) from None
+    except RuntimeError as e:
+        raise UsageError(
+            f"could not join the job at --coordinator {args.coordinator}: {e}".strip()
+        ) from e
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    _join_processes(args)  # before anything touches a JAX device
     dataset = _load_data(args.data, args.data_dir)
     model = train.build_model(args.model, dataset.num_classes, dataset.input_shape)
     kwargs = _fit_kwargs(args)
@@ -198,6 +269,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "over, or choose another --out"
         ) from None
     seconds = time.perf_counter() - t0
+    if not parallel.is_main_process():  # process 0 reports for the job
+        return 0
     if not history:
         print(f"nothing to do: {out} holds no finished epoch")
         return 0

@@ -48,6 +48,7 @@ __all__ = [
     "TrainState",
     "init_train_state",
     "make_train_step",
+    "make_train_step_fn",
     "make_eval_step",
     "evaluate",
     "confusion_matrix",
@@ -143,6 +144,53 @@ def _step_keys(state: TrainState) -> tuple[jax.Array, jax.Array]:
     return dropout_key, augment_key
 
 
+def make_train_step_fn(
+    model: Any,
+    optimizer: optim.Optimizer,
+    *,
+    weight_decay: float = 0.0,
+    loss: Loss = softmax_cross_entropy,
+    augment: Augment | None = None,
+) -> Callable[[TrainState, tuple[Any, Any]], tuple[TrainState, dict[str, jax.Array]]]:
+    """The body of :func:`make_train_step`, not jitted: for callers that jit it themselves.
+
+    :func:`make_train_step` jits it for one device; :func:`fconv.parallel.make_parallel_train_step`
+    jits it with a batch sharded over a device mesh. Arguments, the step and its metrics are as
+    documented in :func:`make_train_step`.
+
+    Raises:
+        ValueError: If ``weight_decay`` is negative.
+    """
+    if not weight_decay >= 0:
+        raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay}")
+    wd = float(weight_decay)
+
+    def objective(params, model_state, x, y, key):
+        logits, new_model_state = model.apply(params, x, rng=key, train=True, state=model_state)
+        data_loss = loss(logits, y)
+        total = data_loss
+        if wd:
+            total = total + jnp.float32(0.5 * wd) * l2_regularization(params)
+        return total, (data_loss, logits, new_model_state)
+
+    def train_step(state: TrainState, batch):
+        x, y = batch
+        dropout_key, augment_key = _step_keys(state)
+        if augment is not None:
+            x = augment(augment_key, x)
+        grad_fn = jax.value_and_grad(objective, has_aux=True)
+        (_, (data_loss, logits, model_state)), grads = grad_fn(
+            state.params, state.model_state, x, y, dropout_key
+        )
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optim.apply_updates(state.params, updates)
+        metrics = {"loss": data_loss, "accuracy": accuracy(logits, y)}
+        new_state = TrainState(params, opt_state, model_state, state.step + 1, state.rng)
+        return new_state, metrics
+
+    return train_step
+
+
 def make_train_step(
     model: Any,
     optimizer: optim.Optimizer,
@@ -179,34 +227,10 @@ def make_train_step(
     Raises:
         ValueError: If ``weight_decay`` is negative.
     """
-    if not weight_decay >= 0:
-        raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay}")
-    wd = float(weight_decay)
-
-    def objective(params, model_state, x, y, key):
-        logits, new_model_state = model.apply(params, x, rng=key, train=True, state=model_state)
-        data_loss = loss(logits, y)
-        total = data_loss
-        if wd:
-            total = total + jnp.float32(0.5 * wd) * l2_regularization(params)
-        return total, (data_loss, logits, new_model_state)
-
-    def train_step(state: TrainState, batch):
-        x, y = batch
-        dropout_key, augment_key = _step_keys(state)
-        if augment is not None:
-            x = augment(augment_key, x)
-        grad_fn = jax.value_and_grad(objective, has_aux=True)
-        (_, (data_loss, logits, model_state)), grads = grad_fn(
-            state.params, state.model_state, x, y, dropout_key
-        )
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optim.apply_updates(state.params, updates)
-        metrics = {"loss": data_loss, "accuracy": accuracy(logits, y)}
-        new_state = TrainState(params, opt_state, model_state, state.step + 1, state.rng)
-        return new_state, metrics
-
-    return jax.jit(train_step, donate_argnums=(0,))
+    return jax.jit(
+        make_train_step_fn(model, optimizer, weight_decay=weight_decay, loss=loss, augment=augment),
+        donate_argnums=(0,),
+    )
 
 
 def make_eval_step(
@@ -244,10 +268,15 @@ def make_eval_step(
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_train_step(model, optimizer, weight_decay, loss, augment):
+def _cached_train_step(model, optimizer, weight_decay, loss, augment, mesh=None):
     """One jitted step per configuration, so fitting the same objects again (e.g. a resume in
-    the same process) reuses the compiled program."""
-    return make_train_step(model, optimizer, weight_decay=weight_decay, loss=loss, augment=augment)
+    the same process) reuses the compiled program. With a ``mesh``, the data-parallel step."""
+    kwargs = dict(weight_decay=weight_decay, loss=loss, augment=augment)
+    if mesh is None:
+        return make_train_step(model, optimizer, **kwargs)
+    from fconv import parallel  # parallel builds on this module
+
+    return parallel.make_parallel_train_step(model, optimizer, mesh, **kwargs)
 
 
 @functools.lru_cache(maxsize=16)
@@ -630,6 +659,61 @@ def _history_up_to(out_dir: str, epoch: int) -> list[dict[str, Any]]:
     return kept
 
 
+def _fit_mesh(devices: int | None):
+    """The data-parallel mesh of :func:`fit`, or None for the single-device step."""
+    if devices is not None:
+        devices = _check_int("devices", devices, minimum=1)
+    if jax.process_count() == 1 and (devices or jax.device_count()) == 1:
+        return None
+    from fconv import parallel  # parallel builds on this module
+
+    return parallel.make_mesh(devices)
+
+
+#: Exception types process 0 can report to the other processes in :func:`_start_run`.
+_SHARED_ERRORS = (FileExistsError, FileNotFoundError, ValueError)
+
+
+def _start_run(out_dir: str, state: TrainState, cfg: dict[str, Any], resume: bool, overwrite: bool):
+    """Prepares ``out_dir`` and resumes from it: ``(state, start_epoch, history)``.
+
+    With several processes only process 0 touches the directory; it sends the (restored)
+    state and epoch to the others -- or its error, which they raise too (same type and
+    message), so that every process stops instead of waiting for process 0.
+    """
+    start_epoch, history, error = 0, [], None
+    if jax.process_index() == 0:
+        try:
+            _prepare_out_dir(out_dir, resume, overwrite)
+            if resume and checkpoint.latest_step(out_dir) is not None:
+                state, start_epoch = _restore(out_dir, state, cfg)
+                history = _history_up_to(out_dir, start_epoch)
+        except Exception as e:  # noqa: BLE001 - re-raised below, after telling the others
+            error = e
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        code = 0  # no error; else 1 + the index of its kind in _SHARED_ERRORS + (Exception,)
+        if error is not None:
+            kinds = (*_SHARED_ERRORS, Exception)
+            code = 1 + next(i for i, kind in enumerate(kinds) if isinstance(error, kind))
+        text = np.zeros(1024, np.uint8)
+        encoded = str(error or "").encode("utf-8")[: text.size]
+        text[: len(encoded)] = np.frombuffer(encoded, np.uint8)
+        code, text, state, start_epoch = multihost_utils.broadcast_one_to_all(
+            (np.int32(code), text, state, np.int32(start_epoch))
+        )
+        if code and error is None:
+            kind = (*_SHARED_ERRORS, RuntimeError)[int(code) - 1]  # other kinds: RuntimeError
+            message = bytes(np.asarray(text)).rstrip(b"\0").decode("utf-8", "replace")
+            raise kind(f"{message} (reported by process 0)")
+        state = jax.tree.map(jnp.asarray, state)
+        start_epoch = int(start_epoch)
+    if error is not None:
+        raise error
+    return state, start_epoch, history
+
+
 def fit(
     model: Any,
     dataset: data.Dataset,
@@ -651,6 +735,7 @@ def fit(
     normalize: bool = False,
     eval_batch_size: int = 500,
     config: Mapping[str, Any] | None = None,
+    devices: int | None = None,
 ) -> tuple[list[dict[str, Any]], TrainState]:
     """Trains ``model`` on ``dataset`` for ``epochs`` epochs, evaluating after each.
 
@@ -666,7 +751,18 @@ def fit(
 
     Resume is exact: ``fit(epochs=1)`` then ``fit(epochs=2, resume=True)`` ends with the same
     parameters, bit for bit, as ``fit(epochs=2)`` -- provided the optimizer's schedule does not
-    depend on ``epochs`` (a cosine schedule over ``epochs`` epochs does).
+    depend on ``epochs`` (a cosine schedule over ``epochs`` epochs does) and the number of
+    devices is unchanged.
+
+    Data parallel (:mod:`fconv.parallel`): with more than one device, each global batch of
+    ``batch_size`` examples is split evenly over the devices and the state replicated; the
+    result equals the single-device run up to floating-point summation order. After
+    :func:`fconv.parallel.initialize_distributed` the devices of every process take part:
+    call ``fit`` with the same arguments in every process; each one feeds only its own rows of
+    every (deterministic) global batch, evaluates the test split locally, and only process 0
+    prints progress and writes to ``out_dir`` (which must be on a filesystem every process can
+    read for ``resume``; process 0 reads the checkpoint and sends it to the others, and only
+    its history includes the epochs of the earlier run).
 
     Args:
         model: A ``Layer`` mapping ``(N, C, H, W)`` to logits ``(N, num_classes)``.
@@ -699,14 +795,18 @@ def fit(
         eval_batch_size: Batch size of the test evaluation; default 500.
         config: Extra JSON-serialisable entries for the checkpoint config (e.g. ``{"model":
             "lenet5"}``); :func:`load_run` needs ``"model"`` (and ``"model_kwargs"`` if any).
+        devices: Number of devices to train on (the total over all processes), >= 1. Default
+            None: every device (``jax.device_count()``); with a single device this is the
+            plain single-device step. ``batch_size`` must be divisible by it.
 
     Returns:
         ``(history, state)``: the list of epoch records (including those of a resumed run's
         earlier epochs) and the final :class:`TrainState`.
 
     Raises:
-        ValueError: Bad arguments, ``resume`` without ``out_dir``, or a checkpoint that does
-            not match this run (other seed, batch size, dataset, model or parameter shapes).
+        ValueError: Bad arguments, ``resume`` without ``out_dir``, a ``batch_size`` not
+            divisible by the number of devices, or a checkpoint that does not match this run
+            (other seed, batch size, dataset, model or parameter shapes).
         FileExistsError: ``out_dir`` holds an earlier run and neither ``resume`` nor
             ``overwrite`` is set.
     """
@@ -722,6 +822,12 @@ def fit(
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir, the directory holding the checkpoints")
     steps_per_epoch = data.num_batches(n_train, batch_size)
+    mesh = _fit_mesh(devices)  # None: the single-device step
+    if mesh is not None:
+        from fconv import parallel  # parallel builds on this module
+
+        rows = parallel.local_rows(batch_size, mesh)  # checks batch_size % devices
+    main_process = jax.process_index() == 0
 
     cfg: dict[str, Any] = dict(config or {})
     if isinstance(optimizer, Mapping):
@@ -745,6 +851,8 @@ def fit(
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
         weight_decay=float(weight_decay),
+        devices=1 if mesh is None else int(mesh.size),
+        processes=jax.process_count(),
     )
     json.dumps(cfg)  # fail now, not after the first epoch, on a non-JSON config
 
@@ -752,13 +860,22 @@ def fit(
     start_epoch, history = 0, []
     if out_dir is not None:
         out_dir = os.fspath(out_dir)
-        _prepare_out_dir(out_dir, resume, overwrite)
-        if resume and checkpoint.latest_step(out_dir) is not None:
-            state, start_epoch = _restore(out_dir, state, cfg)
-            history = _history_up_to(out_dir, start_epoch)
+        state, start_epoch, history = _start_run(out_dir, state, cfg, resume, overwrite)
 
-    train_step = _cached_train_step(model, optimizer, float(weight_decay), loss, augment)
-    bar = _Progress(progress, epochs)
+    train_step = _cached_train_step(model, optimizer, float(weight_decay), loss, augment, mesh)
+    if mesh is None:
+
+        def feed(idx):
+            return x_train[idx], y_train[idx]
+
+    else:
+        state = parallel.replicate(state, mesh)
+
+        def feed(idx):  # this process's rows of the global batch only
+            mine = idx[rows]
+            return parallel.shard_local_batch((x_train[mine], y_train[mine]), mesh, batch_size)
+
+    bar = _Progress(progress and main_process, epochs)
     refresh = max(1, steps_per_epoch // 20)
 
     for epoch in range(start_epoch, epochs):
@@ -767,10 +884,12 @@ def fit(
         loss_sum = jnp.zeros((), jnp.float32)
         acc_sum = jnp.zeros((), jnp.float32)
         pending = 0
-        for i, batch in enumerate(
-            data.batches(x_train, y_train, batch_size, seed=seed, epoch=epoch)
+        for i, (idx, _) in enumerate(
+            data.batches(np.arange(n_train), y_train, batch_size, seed=seed, epoch=epoch)
         ):
-            state, metrics = train_step(state, batch)
+            state, metrics = train_step(state, feed(idx))
+            if mesh is not None:
+                metrics = parallel.host_local(metrics)
             loss_sum = loss_sum + metrics["loss"]
             acc_sum = acc_sum + metrics["accuracy"]
             pending += 1
@@ -781,10 +900,13 @@ def fit(
         train_loss = float(loss_sum) / steps_per_epoch  # waits for the last step
         train_acc = float(acc_sum) / steps_per_epoch
         train_seconds = time.perf_counter() - t0
+        params, model_state = state.params, state.model_state
+        if mesh is not None:  # evaluated in each process on one local device
+            params, model_state = parallel.host_local((params, model_state))
         test_loss, test_acc, _ = evaluate(
             model,
-            state.params,
-            state.model_state,
+            params,
+            model_state,
             x_test,
             dataset.y_test,
             eval_batch_size,
@@ -801,14 +923,15 @@ def fit(
             "seconds": time.perf_counter() - t0,
         }
         history.append(record)
-        if out_dir is not None:
+        if out_dir is not None and main_process:
             _append_line(os.path.join(out_dir, METRICS_FILE), record)
             if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs:
+                saved = state if mesh is None else parallel.host_local(state)
                 checkpoint.save(
                     out_dir,
-                    params=state.params,
-                    opt_state=state.opt_state,
-                    model_state=state.model_state,
+                    params=saved.params,
+                    opt_state=saved.opt_state,
+                    model_state=saved.model_state,
                     step=int(state.step),
                     config={**cfg, "epoch": epoch + 1, "test_acc": test_acc},
                     keep=keep,
