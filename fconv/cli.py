@@ -10,6 +10,7 @@ line on stderr and exit status 2; set ``FCONV_DEBUG=1`` to get the traceback ins
 from __future__ import annotations
 
 import argparse
+import inspect
 import functools
 import os
 import sys
@@ -465,6 +466,23 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# receptive-field
+
+
+def _cmd_receptive_field(args: argparse.Namespace) -> int:
+    from fconv import receptive_field as rf
+
+    ctor = train.MODELS[args.model]
+    shape = args.input_shape or inspect.signature(ctor).parameters["input_shape"].default
+    shape = tuple(int(v) for v in shape)
+    model = train.build_model(args.model, 10, shape)
+    rows = rf.receptive_field(rf.specs_from_model(model, (1, *shape)))
+    print(f"{args.model} on input {'x'.join(map(str, shape))} (C x spatial):")
+    print(rf.format_table(rows))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # Parser and entry point.
 
 
@@ -552,6 +570,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", metavar="PATH", help="override the data folder of the run")
     p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser(
+        "receptive-field",
+        help="receptive field, jump and start of every layer of a model",
+        description="Per layer with a spatial effect: effective kernel, stride, low padding, "
+        "receptive field size, jump (effective stride) and start (centre of the first unit's "
+        "field, in input pixels), as in the lectures' receptive-field slides.",
+    )
+    p.add_argument(
+        "--model", default="vgg_small", choices=sorted(train.MODELS), help="default %(default)s"
+    )
+    p.add_argument(
+        "--input-shape",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="C H W of one input (default: the model's own, e.g. 3 32 32 for vgg_small)",
+    )
+    p.set_defaults(func=_cmd_receptive_field)
     return parser
 
 

@@ -220,3 +220,20 @@ def test_python_m_fconv_cli_help_runs_as_a_program():
     assert result.returncode == 0, result.stderr
     for command in ("train", "eval", "gradcheck", "plot"):
         assert command in result.stdout
+
+
+def test_receptive_field_of_vgg_small_matches_the_hand_computed_table(capsys):
+    assert cli.main(["receptive-field", "--model", "vgg_small"]) == 0
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| ") and ":" in line
+    ]
+    # conv3, conv3, pool2, conv3, conv3, pool2: RF 3 5 6 10 14 16, jump 1 1 2 2 2 4.
+    assert [r[4] for r in rows] == ["3", "5", "6", "10", "14", "16"]
+    assert [r[5] for r in rows] == ["1", "1", "2", "2", "2", "4"]
+
+
+def test_receptive_field_with_an_input_too_small_for_the_model_exits_2(capsys):
+    assert cli.main(["receptive-field", "--model", "vgg_small", "--input-shape", "3", "2", "2"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
