@@ -10,8 +10,8 @@ line on stderr and exit status 2; set ``FCONV_DEBUG=1`` to get the traceback ins
 from __future__ import annotations
 
 import argparse
-import inspect
 import functools
+import inspect
 import os
 import sys
 import time

@@ -235,5 +235,6 @@ def test_receptive_field_of_vgg_small_matches_the_hand_computed_table(capsys):
 
 
 def test_receptive_field_with_an_input_too_small_for_the_model_exits_2(capsys):
-    assert cli.main(["receptive-field", "--model", "vgg_small", "--input-shape", "3", "2", "2"]) == 2
+    argv = ["receptive-field", "--model", "vgg_small", "--input-shape", "3", "2", "2"]
+    assert cli.main(argv) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
