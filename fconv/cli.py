@@ -132,6 +132,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--fast-cpu",
+        action="store_true",
+        help="turn on XLA's experimental YNNPACK CPU fusions (fconv.perf.enable_fast_cpu; "
+        "about 1.6x faster convolutions on CPU, no effect on GPU/TPU)",
+    )
     g = p.add_argument_group(
         "devices and processes",
         "Data-parallel training: each batch is split evenly over the devices, so --batch-size "
@@ -256,6 +262,10 @@ def _join_processes(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.fast_cpu:  # XLA reads its flags once, when the backend starts: do it first
+        from fconv import perf
+
+        perf.enable_fast_cpu()
     _join_processes(args)  # before anything touches a JAX device
     dataset = _load_data(args.data, args.data_dir)
     model = train.build_model(args.model, dataset.num_classes, dataset.input_shape)

@@ -238,3 +238,14 @@ def test_receptive_field_with_an_input_too_small_for_the_model_exits_2(capsys):
     argv = ["receptive-field", "--model", "vgg_small", "--input-shape", "3", "2", "2"]
     assert cli.main(argv) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_fast_cpu_flag_trains_in_a_fresh_process(tmp_path):
+    # XLA reads XLA_FLAGS once per process, so the flag is exercised in a child process.
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fconv.cli", "train", "--fast-cpu", "--epochs", "2"]
+    cmd += ["--out", str(out), "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "final test accuracy" in done.stdout
+    assert (out / "metrics.jsonl").exists()
