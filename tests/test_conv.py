@@ -410,3 +410,46 @@ def test_forward_mode_through_custom_vjp_is_refused_but_autodiff_twin_supports_i
         jax.jvp(lambda x: conv(x, w), (x,), (x,))
     _, t = jax.jvp(lambda x: conv(x, w, vjp="autodiff"), (x,), (x,))
     np.testing.assert_array_equal(t, np.full((1, 1, 3, 3), 4.0))
+
+
+@pytest.mark.parametrize(
+    "x_shape, kernel, kw",
+    [
+        ((2, 4, 9, 8), (3, 3), dict(padding="SAME")),  # the MobileNet case
+        ((2, 3, 11, 7), (3, 2), dict(stride=(2, 3), padding=((1, 2), (0, 1)), dilation=(2, 1))),
+        ((1, 2, 9), (4,), dict(stride=2, padding="FULL")),  # 1-D, even kernel
+        ((1, 2, 5, 6, 7), (2, 3, 2), dict(stride=(1, 2, 1), padding="SAME")),  # 3-D
+    ],
+)
+def test_depthwise_conv_by_kernel_taps_on_cpu(x_shape, kernel, kw):
+    # groups == C == O: on CPU the forward and input gradient are sums over kernel taps of
+    # shifted products (no grouped lax convolution); values and gradients stay exact.
+    rng = np.random.default_rng(0)
+    c = x_shape[1]
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal((c, 1, *kernel))
+    f = functools.partial(conv, groups=c, **kw)
+    jaxpr = str(jax.make_jaxpr(f)(x, w))
+    if jax.default_backend() == "cpu":
+        assert "conv_general_dilated" not in jaxpr
+    y, pullback = jax.vjp(f, x, w)
+    n = len(kernel)
+    stride = kw.get("stride", 1)
+    stride = (stride,) * n if isinstance(stride, int) else stride
+    dilation = kw.get("dilation", 1)
+    dilation = (dilation,) * n if isinstance(dilation, int) else dilation
+    eff = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    pads = ref.pads_for(kw["padding"], x_shape[2:], eff, stride)
+    np.testing.assert_allclose(y, ref.conv(x, w, stride, pads, dilation, c), atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    dx, dw = pullback(g)
+    want_dx, want_dw = ref.conv_vjp(x, w, g, stride, pads, dilation, c)
+    np.testing.assert_allclose(dx, want_dx, atol=1e-12)
+    np.testing.assert_allclose(dw, want_dw, atol=1e-12)
+
+    # Second order through the taps rules equals autodiff's.
+    def hvp(vjp):
+        loss = lambda x: (jnp.tanh(f(x, w, vjp=vjp)) ** 2).sum()  # noqa: E731
+        return jax.grad(lambda x: jnp.vdot(jax.grad(loss)(x), g.sum() * x))(x)
+
+    chex.assert_trees_all_close(hvp("custom"), hvp("autodiff"), rtol=1e-9, atol=1e-9)

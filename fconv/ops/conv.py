@@ -58,7 +58,11 @@ class ConvGeometry(NamedTuple):
       groups: feature groups G.
       precision: forwarded to ``lax.conv_general_dilated``.
       strided_input_grad: how the input gradient spreads ``g`` by the stride:
-        ``"interior_pad"`` or ``"lhs_dilation"`` (see ``set_strided_input_grad``).
+        ``"polyphase"``, ``"interior_pad"`` or ``"lhs_dilation"`` (see
+        ``set_strided_input_grad``).
+      depthwise_taps: compute a depthwise convolution (``groups == C == O``) and its input
+        gradient as a sum over kernel taps of shifted elementwise products (on CPU, where XLA's
+        grouped convolution runs at under 1 GFLOP/s), instead of ``lax.conv_general_dilated``.
     """
 
     in_spatial: tuple[int, ...]
@@ -69,6 +73,7 @@ class ConvGeometry(NamedTuple):
     groups: int
     precision: Any = None
     strided_input_grad: str = "polyphase"
+    depthwise_taps: bool = False
 
     @property
     def ndim(self) -> int:
@@ -128,6 +133,50 @@ def _flip_and_swap_kernel(w: jax.Array, groups: int) -> jax.Array:
     return jnp.flip(w, axis=tuple(range(2, 2 + len(k))))
 
 
+# Depthwise convolution by kernel taps (groups == C == O, one kernel per channel):
+#   y[n, c, m] = sum_k x_pad[n, c, m s + k d] w[c, 0, k]
+# one strided lax.slice per tap k, times that tap's per-channel weight, summed: XLA fuses the
+# whole sum into one elementwise loop (measured 48x faster than its grouped convolution on a
+# 2-core CPU for 3x3 on 64x32x32x32).
+def _depthwise_taps_forward(x: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
+    pads = [(0, 0, 0), (0, 0, 0), *((lo, hi, 0) for lo, hi in geo.padding)]
+    x_pad = lax.pad(x, jnp.zeros((), x.dtype), pads)
+    bcast = (1, x.shape[1]) + (1,) * geo.ndim
+    y = None
+    for tap in itertools.product(*(range(k) for k in geo.kernel_spatial)):
+        start = [t * d for t, d in zip(tap, geo.dilation)]
+        limit = [a + (m - 1) * s + 1 for a, m, s in zip(start, geo.out_spatial, geo.stride)]
+        xs = lax.slice(x_pad, (0, 0, *start), (*x.shape[:2], *limit), (1, 1, *geo.stride))
+        term = xs * w[(slice(None), 0, *tap)].reshape(bcast)
+        y = term if y is None else y + term
+    return y
+
+
+# Its input gradient, tap by tap:  dx[n, c, y] = sum_k g[n, c, m] w[c, 0, k] at y = m s + k d - lo
+# each tap's g * w_k placed back with a strided lax.pad (interior s - 1; edge pads align it and
+# crop the padding), summed: the transpose of the slices above, again one fused loop.
+def _depthwise_taps_input_grad(g: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
+    bcast = (1, g.shape[1]) + (1,) * geo.ndim
+    dx = None
+    zero = jnp.zeros((), g.dtype)
+    for tap in itertools.product(*(range(k) for k in geo.kernel_spatial)):
+        pads = [(0, 0, 0), (0, 0, 0)]
+        for t, d, (lo, _), s, n, m in zip(
+            tap, geo.dilation, geo.padding, geo.stride, geo.in_spatial, geo.out_spatial
+        ):
+            low = t * d - lo
+            pads.append((low, n - (low + (m - 1) * s + 1), s - 1))
+        term = lax.pad(g * w[(slice(None), 0, *tap)].reshape(bcast), zero, pads)
+        dx = term if dx is None else dx + term
+    return dx
+
+
+def _conv_forward_custom(x: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
+    if geo.depthwise_taps:
+        return _depthwise_taps_forward(x, w, geo)
+    return _conv_forward(x, w, geo)
+
+
 # Input gradient ("deconvolution", the lectures' h(K, G, s); Dumoulin & Visin 2016, arXiv
 # 1603.07285, relationship 14):  [n, o, m][o, i, k] -> [n, i, y]
 #   1. spread g by the stride: s - 1 zeros between elements;
@@ -145,6 +194,8 @@ def _conv_input_grad(g: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array
         (k - 1 - lo, k - 1 - hi + r)
         for k, (lo, hi), r in zip(geo.dilated_kernel, geo.padding, geo.remainder)
     ]
+    if geo.depthwise_taps:
+        return _depthwise_taps_input_grad(g, w, geo)
     if all(s == 1 for s in geo.stride):
         return _flipped_kernel_conv(g, w, pads, (1,) * geo.ndim, geo.dilation, geo)
     if geo.strided_input_grad == "polyphase":
@@ -257,7 +308,7 @@ def _conv_weight_grad(x: jax.Array, g: jax.Array, geo: ConvGeometry) -> jax.Arra
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_p(x: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
-    return _conv_forward(x, w, geo)
+    return _conv_forward_custom(x, w, geo)
 
 
 # The fwd/bwd rules call the custom_vjp maps, never the raw lax ones, so that differentiating a
@@ -372,6 +423,17 @@ def _strided_input_grad_mode() -> str:
     return mode
 
 
+def _is_depthwise(w: Any, groups: int) -> bool:
+    """One kernel per channel, no channel multiplier: groups == C == O, w (C, 1, *K)."""
+    return groups > 1 and w.shape[1] == 1 and w.shape[0] == groups
+
+
+def _use_depthwise_taps(depthwise: bool) -> bool:
+    # XLA's CPU grouped convolution is the slow path the taps form replaces; on GPU/TPU the
+    # library depthwise kernels are fast, so they keep lax.conv_general_dilated.
+    return depthwise and jax.default_backend() == "cpu"
+
+
 def _geometry(
     in_spatial: Sequence[int],
     kernel_spatial: Sequence[int],
@@ -380,7 +442,10 @@ def _geometry(
     dilation: int | Sequence[int],
     groups: int,
     precision: Any,
+    *,
+    depthwise: bool = False,
 ) -> ConvGeometry:
+    """Resolves the arguments into a ``ConvGeometry``; ``depthwise`` means groups == C == O."""
     n = len(in_spatial)
     stride = _canon.ntuple(stride, n, "stride")
     dilation = _canon.ntuple(dilation, n, "dilation")
@@ -396,6 +461,7 @@ def _geometry(
         groups,
         precision,
         _strided_input_grad_mode(),
+        _use_depthwise_taps(depthwise),
     )
 
 
@@ -514,7 +580,16 @@ def conv(
     groups = _check_groups(groups)
     _check_kernel(w, n, groups)
     _check_in_channels(x.shape[1], w, groups, "input `x`")
-    geo = _geometry(x.shape[2:], w.shape[2:], stride, padding, dilation, groups, precision)
+    geo = _geometry(
+        x.shape[2:],
+        w.shape[2:],
+        stride,
+        padding,
+        dilation,
+        groups,
+        precision,
+        depthwise=_is_depthwise(w, groups),
+    )
     with jax.named_scope("fconv.conv"):
         y = _add_bias(_IMPLS[vjp][0](x, w, geo), bias, w.shape[0])
     return _canon.to_channels_last(y) if last else y
@@ -627,7 +702,16 @@ def _check_conv_triplet(
     groups = _check_groups(groups)
     _check_kernel(w, n, groups)
     _check_in_channels(x_shape[1], w, groups, "input")
-    geo = _geometry(x_shape[2:], w.shape[2:], stride, padding, dilation, groups, precision)
+    geo = _geometry(
+        x_shape[2:],
+        w.shape[2:],
+        stride,
+        padding,
+        dilation,
+        groups,
+        precision,
+        depthwise=_is_depthwise(w, groups),
+    )
     expected = (x_shape[0], w.shape[0], *geo.out_spatial)
     if tuple(g_shape) != expected:
         raise ValueError(
@@ -725,6 +809,7 @@ def conv_transpose(
         groups,
         precision,
         _strided_input_grad_mode(),
+        _use_depthwise_taps(_is_depthwise(w, groups)),
     )
     with jax.named_scope("fconv.conv_transpose"):
         y = _IMPLS[vjp][1](x, w, geo)
