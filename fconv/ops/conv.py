@@ -35,6 +35,7 @@ from jax import lax
 
 from fconv.ops import _canon
 from fconv.ops._canon import Padding
+from fconv.ops._placement import place_back
 
 __all__ = [
     "ConvGeometry",
@@ -158,15 +159,9 @@ def _depthwise_taps_forward(x: jax.Array, w: jax.Array, geo: ConvGeometry) -> ja
 def _depthwise_taps_input_grad(g: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
     bcast = (1, g.shape[1]) + (1,) * geo.ndim
     dx = None
-    zero = jnp.zeros((), g.dtype)
     for tap in itertools.product(*(range(k) for k in geo.kernel_spatial)):
-        pads = [(0, 0, 0), (0, 0, 0)]
-        for t, d, (lo, _), s, n, m in zip(
-            tap, geo.dilation, geo.padding, geo.stride, geo.in_spatial, geo.out_spatial
-        ):
-            low = t * d - lo
-            pads.append((low, n - (low + (m - 1) * s + 1), s - 1))
-        term = lax.pad(g * w[(slice(None), 0, *tap)].reshape(bcast), zero, pads)
+        offset = [t * d for t, d in zip(tap, geo.dilation)]
+        term = place_back(g * w[(slice(None), 0, *tap)].reshape(bcast), offset, geo)
         dx = term if dx is None else dx + term
     return dx
 

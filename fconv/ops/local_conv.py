@@ -35,6 +35,7 @@ from jax import lax
 
 from fconv.ops import _canon
 from fconv.ops._canon import Padding
+from fconv.ops._placement import place_back
 from fconv.ops.conv import (
     ConvGeometry,
     _add_bias,
@@ -44,7 +45,6 @@ from fconv.ops.conv import (
     _geometry,
     _promote,
 )
-from fconv.ops.pooling import _place_back
 
 __all__ = ["LocalGeometry", "conv_im2col", "locally_connected", "tiled_conv"]
 
@@ -98,7 +98,7 @@ def _col2im(dp: jax.Array, geo: ConvGeometry) -> jax.Array:
     dx = None
     for p, offset in enumerate(_offsets(geo)):
         dilated = [o * d for o, d in zip(offset, geo.dilation)]
-        term = _place_back(lax.index_in_dim(dp, p, axis=2, keepdims=False), dilated, geo)
+        term = place_back(lax.index_in_dim(dp, p, axis=2, keepdims=False), dilated, geo)
         dx = term if dx is None else dx + term
     return dx
 

@@ -19,6 +19,7 @@ from jax import lax
 
 from fconv.ops import _canon
 from fconv.ops._canon import Padding
+from fconv.ops._placement import place_back
 
 __all__ = ["PoolGeometry", "avg_pool", "max_pool"]
 
@@ -66,19 +67,6 @@ def _max_forward(x: jax.Array, geo: PoolGeometry) -> jax.Array:
     return _reduce_window(x, -jnp.inf, lax.max, geo)
 
 
-def _place_back(t: jax.Array, offset: Sequence[int], geo: PoolGeometry) -> jax.Array:
-    """Scatter-free placement: ``out[..., o - lo + s m] = t[..., m]`` for an input-shaped ``out``.
-
-    A ``lax.pad`` with interior padding ``s - 1`` spreads ``t`` by the stride, and edge padding
-    ``(o - lo, N - (o - lo + (M - 1) s + 1))`` (negative values crop padded rows) aligns it.
-    """
-    pads = [(0, 0, 0), (0, 0, 0)]
-    for o, (lo, _), s, n, m in zip(offset, geo.padding, geo.stride, geo.in_spatial, t.shape[2:]):
-        low = o - lo
-        pads.append((low, n - (low + (m - 1) * s + 1), s - 1))
-    return lax.pad(t, jnp.zeros((), t.dtype), pads)
-
-
 # Max-pool backward, general case (any stride, padding):  [n, c, m] -> [n, c, y]
 #   dx[y] = sum over windows m that contain y of g[m] * [y is the FIRST argmax of window m]
 # "First" is row-major order inside the window, which is what XLA's select_and_scatter (used by
@@ -96,7 +84,7 @@ def _max_pool_bwd_offsets(x: jax.Array, y: jax.Array, g: jax.Array, geo: PoolGeo
         v = lax.slice(x_pad, (0, 0, *offset), (*x.shape[:2], *limit), (1, 1, *geo.stride))
         hit = (v == y) & ~taken
         taken = taken | hit
-        dx = dx + _place_back(jnp.where(hit, g, zero), offset, geo)
+        dx = dx + place_back(jnp.where(hit, g, zero), offset, geo)
     return dx
 
 
