@@ -453,3 +453,21 @@ def test_depthwise_conv_by_kernel_taps_on_cpu(x_shape, kernel, kw):
         return jax.grad(lambda x: jnp.vdot(jax.grad(loss)(x), g.sum() * x))(x)
 
     chex.assert_trees_all_close(hvp("custom"), hvp("autodiff"), rtol=1e-9, atol=1e-9)
+
+
+def test_convolution_is_equivariant_to_translation():
+    # Lecture 001: f(g(x)) = g(f(x)) for a shift g. With the support away from the borders, a
+    # shifted input gives the shifted output exactly; with stride s, a shift of s t moves the
+    # output by t.
+    rng = np.random.default_rng(0)
+    x = np.zeros((1, 2, 16, 16))
+    x[:, :, 4:9, 5:10] = rng.standard_normal((1, 2, 5, 5))
+    w = rng.standard_normal((3, 2, 3, 3))
+    shift = lambda a, t: np.roll(a, t, axis=(2, 3))  # noqa: E731
+    np.testing.assert_allclose(
+        conv(shift(x, (2, 3)), w, padding="SAME"),
+        shift(conv(x, w, padding="SAME"), (2, 3)),
+        atol=1e-12,
+    )
+    y = conv(x, w, stride=2)
+    np.testing.assert_allclose(conv(shift(x, (2, 4)), w, stride=2), shift(y, (1, 2)), atol=1e-12)

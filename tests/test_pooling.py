@@ -183,3 +183,14 @@ def test_bad_pool_arguments_raise_value_error(call, match):
 def test_integer_input_to_pool_raises():
     with pytest.raises(DTypeError, match="floating dtype"):
         max_pool(jnp.ones((1, 1, 4, 4), jnp.int32), 2)
+
+
+def test_max_pool_is_invariant_to_small_shifts_inside_a_window():
+    # Lecture 001: pooling makes the representation approximately invariant to small
+    # translations: a detector peak that moves within its 2x2 window leaves the output unchanged.
+    x = np.zeros((1, 1, 6, 6))
+    x[0, 0, 2, 2] = 5.0
+    moved = np.roll(x, (1, 1), axis=(2, 3))  # (2, 2) -> (3, 3): same window
+    np.testing.assert_array_equal(max_pool(x, 2), max_pool(moved, 2))
+    far = np.roll(x, (2, 0), axis=(2, 3))  # into the next window: the output moves with it
+    assert not np.array_equal(max_pool(x, 2), max_pool(far, 2))
