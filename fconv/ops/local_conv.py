@@ -139,6 +139,23 @@ def _block_axes(n: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(2 + 2 * i for i in range(n)), tuple(3 + 2 * i for i in range(n))
 
 
+def _with_backward(forward, backward):
+    """``forward(x, w, geo)`` as a ``custom_vjp`` whose rule is ``backward(x, w, g, geo)``.
+
+    The residuals are the inputs ``(x, w)``; ``geo`` is static (``nondiff_argnums``).
+    """
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+    def op(x: jax.Array, w: jax.Array, geo: Any) -> jax.Array:
+        return forward(x, w, geo)
+
+    op.defvjp(
+        lambda x, w, geo: (forward(x, w, geo), (x, w)),
+        lambda geo, res, g: backward(*res, g, geo),
+    )
+    return op
+
+
 def _tiled_forward(x: jax.Array, w: jax.Array, geo: LocalGeometry) -> jax.Array:
     n = len(geo.tile)
     nb = x.shape[0]
@@ -185,21 +202,7 @@ def _tiled_backward(x: jax.Array, w: jax.Array, g: jax.Array, geo: LocalGeometry
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _tiled_p(x: jax.Array, w: jax.Array, geo: LocalGeometry) -> jax.Array:
-    return _tiled_forward(x, w, geo)
-
-
-def _tiled_p_fwd(x, w, geo):
-    return _tiled_forward(x, w, geo), (x, w)
-
-
-def _tiled_p_bwd(geo, res, g):
-    x, w = res
-    return _tiled_backward(x, w, g, geo)
-
-
-_tiled_p.defvjp(_tiled_p_fwd, _tiled_p_bwd)
+_tiled_p = _with_backward(_tiled_forward, _tiled_backward)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,21 +245,7 @@ def _im2col_backward(x: jax.Array, w: jax.Array, g: jax.Array, geo: ConvGeometry
     return dx.astype(x.dtype), dw.reshape(w.shape).astype(w.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _im2col_p(x: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
-    return _im2col_forward(x, w, geo)
-
-
-def _im2col_p_fwd(x, w, geo):
-    return _im2col_forward(x, w, geo), (x, w)
-
-
-def _im2col_p_bwd(geo, res, g):
-    x, w = res
-    return _im2col_backward(x, w, g, geo)
-
-
-_im2col_p.defvjp(_im2col_p_fwd, _im2col_p_bwd)
+_im2col_p = _with_backward(_im2col_forward, _im2col_backward)
 
 
 # ---------------------------------------------------------------------------------------------
