@@ -194,3 +194,21 @@ def test_max_pool_is_invariant_to_small_shifts_inside_a_window():
     np.testing.assert_array_equal(max_pool(x, 2), max_pool(moved, 2))
     far = np.roll(x, (2, 0), axis=(2, 3))  # into the next window: the output moves with it
     assert not np.array_equal(max_pool(x, 2), max_pool(far, 2))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_both_non_overlapping_backward_forms_route_identically(ties):
+    # CPU uses the one-hot tiles form, other backends the offset loop: same first-max routing.
+    from fconv.ops.pooling import PoolGeometry, _max_pool_bwd_offsets, _max_pool_bwd_tiles
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 9, 8))
+    x = np.maximum(np.round(x), 0.0) if ties else x
+    geo = PoolGeometry((9, 8), (2, 2), (2, 2), ((0, 0), (0, 0)))
+    y = max_pool(x, 2)
+    g = rng.standard_normal(y.shape)
+    tiles = _max_pool_bwd_tiles(jnp.asarray(x), jnp.asarray(g), geo)
+    offsets = _max_pool_bwd_offsets(jnp.asarray(x), y, jnp.asarray(g), geo)
+    np.testing.assert_array_equal(tiles, offsets)
+    ref_dx = jax.vjp(lambda x: max_pool(x, 2, vjp="autodiff"), x)[1](g)[0]
+    np.testing.assert_array_equal(tiles, ref_dx)

@@ -127,7 +127,9 @@ def _max_pool_p_fwd(x, geo):
 
 def _max_pool_p_bwd(geo, res, g):
     x, y = res
-    if geo.non_overlapping:
+    # Tiles on CPU (35x faster than select_and_scatter there); on GPU the offset loop fuses into
+    # one kernel and measured 1.1x faster than autodiff on an H200, the tiles form 0.54x.
+    if geo.non_overlapping and jax.default_backend() == "cpu":
         return (_max_pool_bwd_tiles(x, g, geo).astype(x.dtype),)
     return (_max_pool_bwd_offsets(x, y, g, geo).astype(x.dtype),)
 
