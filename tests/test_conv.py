@@ -471,3 +471,48 @@ def test_convolution_is_equivariant_to_translation():
     )
     y = conv(x, w, stride=2)
     np.testing.assert_allclose(conv(shift(x, (2, 4)), w, stride=2), shift(y, (1, 2)), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "c, kw",
+    [
+        (3, dict(padding="SAME")),  # an RGB input layer
+        (5, dict(stride=2, padding=((1, 0), (2, 1)), dilation=(1, 2))),
+    ],
+)
+def test_odd_input_channels_padded_with_a_zero_channel_on_cpu(c, kw):
+    # 2-D, ungrouped, odd C > 1: on CPU the three maps run with one extra zero input channel
+    # (XLA's CPU convolutions are 2-3x slower at odd C); values and gradients stay exact.
+    from fconv.ops.conv import _geometry
+
+    geo = _geometry((9, 8), (3, 3), 1, "SAME", 1, 1, None, in_channels=c)
+    assert geo.in_channel_pad == (1 if jax.default_backend() == "cpu" else 0)
+    assert _geometry((9, 8), (3, 3), 1, "SAME", 1, 1, None, in_channels=4).in_channel_pad == 0
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, c, 9, 8))
+    w = rng.standard_normal((4, c, 3, 3))
+    f = functools.partial(conv, **kw)
+    y, pullback = jax.vjp(f, x, w)
+    stride = kw.get("stride", 1)
+    stride = (stride,) * 2 if isinstance(stride, int) else stride
+    dilation = kw.get("dilation", 1)
+    dilation = (dilation,) * 2 if isinstance(dilation, int) else dilation
+    eff = [d * 2 + 1 for d in dilation]
+    pads = ref.pads_for(kw["padding"], x.shape[2:], eff, stride)
+    np.testing.assert_allclose(y, ref.conv(x, w, stride, pads, dilation, 1), atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    dx, dw = pullback(g)
+    want_dx, want_dw = ref.conv_vjp(x, w, g, stride, pads, dilation, 1)
+    chex.assert_shape((dx, dw), (x.shape, w.shape))
+    np.testing.assert_allclose(dx, want_dx, atol=1e-12)
+    np.testing.assert_allclose(dw, want_dw, atol=1e-12)
+    # The transposed convolution over the same geometry (input gradient map) and second order.
+    wt = rng.standard_normal((4, c, 3, 3))
+    ct = functools.partial(conv_transpose, **kw)
+    chex.assert_trees_all_close(ct(g, wt), ct(g, wt, vjp="autodiff"), rtol=1e-12, atol=1e-12)
+
+    def hvp(vjp):
+        loss = lambda x: (jnp.tanh(f(x, w, vjp=vjp)) ** 2).sum()  # noqa: E731
+        return jax.grad(lambda x: jnp.vdot(jax.grad(loss)(x), g.sum() * x))(x)
+
+    chex.assert_trees_all_close(hvp("custom"), hvp("autodiff"), rtol=1e-9, atol=1e-9)

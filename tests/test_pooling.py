@@ -212,3 +212,32 @@ def test_both_non_overlapping_backward_forms_route_identically(ties):
     np.testing.assert_array_equal(tiles, offsets)
     ref_dx = jax.vjp(lambda x: max_pool(x, 2, vjp="autodiff"), x)[1](g)[0]
     np.testing.assert_array_equal(tiles, ref_dx)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pool_configs())
+def test_cpu_slice_forms_equal_the_reduce_window_forms(cfg):
+    # The CPU forward (strided slices) and avg-pool backward (tile broadcast / separable pads)
+    # compute the same maps as reduce_window and its interior-pad transpose, used elsewhere.
+    from fconv.ops._window_slices import reduce_window_slices, window_sum_transpose_slices
+    from fconv.ops.pooling import PoolGeometry, _reduce_window, _window_sum_transpose_lax
+
+    x = jnp.asarray(_input(cfg))
+    geo = PoolGeometry(tuple(cfg["shape"][2:]), cfg["window"], cfg["stride"], tuple(cfg["pads"]))
+    np.testing.assert_array_equal(
+        reduce_window_slices(x, -jnp.inf, jax.lax.max, geo),
+        _reduce_window(x, -jnp.inf, jax.lax.max, geo),
+    )
+    np.testing.assert_allclose(
+        reduce_window_slices(x, 0.0, jax.lax.add, geo),
+        _reduce_window(x, 0.0, jax.lax.add, geo),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    t = jnp.asarray(np.random.default_rng(2).standard_normal((*x.shape[:2], *geo.out_spatial)))
+    np.testing.assert_allclose(
+        window_sum_transpose_slices(t, geo),
+        _window_sum_transpose_lax(t, geo),
+        rtol=1e-12,
+        atol=1e-12,
+    )

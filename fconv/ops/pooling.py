@@ -20,6 +20,11 @@ from jax import lax
 from fconv.ops import _canon
 from fconv.ops._canon import Padding
 from fconv.ops._placement import place_back
+from fconv.ops._window_slices import (
+    reduce_window_slices,
+    use_slices,
+    window_sum_transpose_slices,
+)
 
 __all__ = ["PoolGeometry", "avg_pool", "max_pool"]
 
@@ -61,6 +66,13 @@ def _reduce_window(x: jax.Array, init: float, op, geo: PoolGeometry) -> jax.Arra
         (1, 1, *geo.stride),
         ((0, 0), (0, 0), *geo.padding),
     )
+
+
+def _fast_reduce_window(x: jax.Array, init: float, op, geo: PoolGeometry) -> jax.Array:
+    """The custom ops' forward: strided slices on CPU (3-10x faster there), else reduce_window."""
+    if use_slices():
+        return reduce_window_slices(x, init, op, geo)
+    return _reduce_window(x, init, op, geo)
 
 
 def _max_forward(x: jax.Array, geo: PoolGeometry) -> jax.Array:
@@ -117,7 +129,7 @@ def _max_pool_bwd_tiles(x: jax.Array, g: jax.Array, geo: PoolGeometry):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _max_pool_p(x: jax.Array, geo: PoolGeometry) -> jax.Array:
-    return _max_forward(x, geo)
+    return _fast_reduce_window(x, -jnp.inf, lax.max, geo)
 
 
 def _max_pool_p_fwd(x, geo):
@@ -151,8 +163,10 @@ def _avg_divisor(geo: PoolGeometry, count_include_pad: bool) -> np.ndarray | flo
     return counts
 
 
-def _avg_forward(x: jax.Array, geo: PoolGeometry, count_include_pad: bool) -> jax.Array:
-    total = _reduce_window(x, 0.0, lax.add, geo)
+def _avg_forward(
+    x: jax.Array, geo: PoolGeometry, count_include_pad: bool, *, fast: bool = False
+) -> jax.Array:
+    total = (_fast_reduce_window if fast else _reduce_window)(x, 0.0, lax.add, geo)
     return total / jnp.asarray(_avg_divisor(geo, count_include_pad), x.dtype)
 
 
@@ -160,8 +174,15 @@ def _avg_forward(x: jax.Array, geo: PoolGeometry, count_include_pad: bool) -> ja
 #   dx[y] = sum over windows m containing y of t[m]
 # Spread t by the stride (interior padding s - 1), pad by (K - 1 - lo, K - 1 - hi + r) and take
 # stride-1 window sums of size K: the padded length is N + K - 1, so N sums remain; the r
-# remainder rows, which no window reaches, get zero.
+# remainder rows, which no window reaches, get zero. On CPU the same map is computed as a tile
+# broadcast or separable strided pads (fconv.ops._window_slices, 2.6-7x faster there).
 def window_sum_transpose(t: jax.Array, geo: PoolGeometry) -> jax.Array:
+    if use_slices():
+        return window_sum_transpose_slices(t, geo)
+    return _window_sum_transpose_lax(t, geo)
+
+
+def _window_sum_transpose_lax(t: jax.Array, geo: PoolGeometry) -> jax.Array:
     pads = [(0, 0, 0), (0, 0, 0)]
     for k, (lo, hi), r, s in zip(geo.window, geo.padding, geo.remainder, geo.stride):
         pads.append((k - 1 - lo, k - 1 - hi + r, s - 1))
@@ -179,7 +200,7 @@ def _avg_pool_bwd_rule(g: jax.Array, geo: PoolGeometry, count_include_pad: bool)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _avg_pool_p(x: jax.Array, geo: PoolGeometry, count_include_pad: bool) -> jax.Array:
-    return _avg_forward(x, geo, count_include_pad)
+    return _avg_forward(x, geo, count_include_pad, fast=True)
 
 
 def _avg_pool_p_fwd(x, geo, count_include_pad):
