@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fconv import ops
 from fconv.layers import base
 
 __all__ = ["BatchNorm", "GroupNorm", "LayerNorm"]
@@ -60,7 +61,12 @@ def _check_eps(eps: Any, where: str) -> float:
 
 
 def BatchNorm(
-    *, momentum: float = 0.9, eps: float = 1e-5, axis: int = 1, param_dtype: Any = jnp.float32
+    *,
+    momentum: float = 0.9,
+    eps: float = 1e-5,
+    axis: int = 1,
+    param_dtype: Any = jnp.float32,
+    vjp: str | None = None,
 ) -> base.Layer:
     """Batch normalization with running statistics (Ioffe & Szegedy 2015).
 
@@ -75,6 +81,8 @@ def BatchNorm(
       eps: added to the variance, > 0. Default 1e-5.
       axis: the channel axis. Default 1 (``(N, C, *spatial)`` or ``(N, features)``).
       param_dtype: dtype of params and state. Default float32.
+      vjp: backward of the training-mode normalization: ``"custom"`` (``ops.batch_norm``'s
+        hand-written rule), ``"autodiff"`` or None (default: the current ``default_vjp``).
 
     Returns:
       A ``Layer`` with params ``{"scale": (C,), "b": (C,)}`` and state
@@ -94,6 +102,7 @@ def BatchNorm(
         raise ValueError(f"BatchNorm: `momentum` must be in [0, 1), got {momentum}.")
     eps = _check_eps(eps, "BatchNorm")
     axis = base.check_axis(axis, "BatchNorm")
+    vjp = base.resolve_vjp(vjp)
 
     def init_state(input_shape):
         shape = base.check_input_shape(input_shape, "BatchNorm")
@@ -111,13 +120,13 @@ def BatchNorm(
         with jax.named_scope("fconv.BatchNorm"):
             ax = _channel_axis(axis, tuple(x.shape), "BatchNorm")
             if train:
-                reduce = tuple(i for i in range(x.ndim) if i != ax)
-                mean = jnp.mean(x, axis=reduce)
-                var = jnp.mean(jnp.square(x - _broadcast(mean, ax, x.ndim, x.dtype)), axis=reduce)
+                y, mean, var = ops.batch_norm(
+                    x, params["scale"], params["b"], axis=ax, eps=eps, vjp=vjp
+                )
             else:
                 mean, var = state["mean"], state["var"]
-            inv = lax.rsqrt(_broadcast(var, ax, x.ndim, x.dtype) + jnp.asarray(eps, x.dtype))
-            y = _affine((x - _broadcast(mean, ax, x.ndim, x.dtype)) * inv, params, ax)
+                inv = lax.rsqrt(_broadcast(var, ax, x.ndim, x.dtype) + jnp.asarray(eps, x.dtype))
+                y = _affine((x - _broadcast(mean, ax, x.ndim, x.dtype)) * inv, params, ax)
         if state is None:
             return y
         if not train:

@@ -1,0 +1,128 @@
+"""Training-mode batch normalization with a hand-written backward rule, and its autodiff twin.
+
+Per channel c (the ``axis``), over the M = N * spatial other entries:
+``mu = mean(x)``, ``v = mean((x - mu)^2)`` (biased), ``inv = (v + eps)^(-1/2)``,
+``x_hat = (x - mu) inv`` and ``y = scale x_hat + bias`` (Ioffe & Szegedy 2015).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from fconv.ops import _canon
+
+__all__ = ["batch_norm"]
+
+
+def _per_channel(v: jax.Array, ax: int, ndim: int, dtype: Any) -> jax.Array:
+    """``(C,)`` -> C at ``ax``, 1 elsewhere (explicit reshape: no rank promotion)."""
+    shape = [1] * ndim
+    shape[ax] = v.shape[0]
+    return v.astype(dtype).reshape(shape)
+
+
+def _forward(x, scale, bias, ax: int, eps: float):
+    reduce = tuple(i for i in range(x.ndim) if i != ax)
+    mean = jnp.mean(x, axis=reduce)
+    centred = x - _per_channel(mean, ax, x.ndim, x.dtype)
+    var = jnp.mean(jnp.square(centred), axis=reduce)
+    inv = lax.rsqrt(var + jnp.asarray(eps, var.dtype))
+    y = centred * _per_channel(inv * scale, ax, x.ndim, x.dtype)
+    return (y + _per_channel(bias, ax, x.ndim, x.dtype), mean, var), (x, mean, inv)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _batch_norm_p(x, scale, bias, ax, eps):
+    return _forward(x, scale, bias, ax, eps)[0]
+
+
+def _batch_norm_p_fwd(x, scale, bias, ax, eps):
+    out, (x, mean, inv) = _forward(x, scale, bias, ax, eps)
+    return out, (x, mean, inv, scale, bias)
+
+
+# Backward, with S = sum over the M entries of one channel and x_hat recomputed from (x, mu, inv):
+#   d bias  = S g                      d scale = S (g x_hat)
+#   dx      = (scale inv / M) (M g - d bias - x_hat d scale)      (through y; the mean and the
+#             variance of x_hat are fixed, hence the two projections)
+#           + g_mu / M + 2 g_v (x - mu) / M                       (through the returned mu, v)
+# Two reductions (fused into one pass over g and x) and one elementwise pass; autodiff of the
+# forward takes four reductions and keeps x - mu, its square and x_hat alive.
+def _batch_norm_p_bwd(ax, eps, res, cts):
+    del eps
+    x, mean, inv, scale, bias = res
+    g, g_mean, g_var = cts
+    reduce = tuple(i for i in range(x.ndim) if i != ax)
+    m = x.size // x.shape[ax]
+    centred = x - _per_channel(mean, ax, x.ndim, x.dtype)
+    x_hat = centred * _per_channel(inv, ax, x.ndim, x.dtype)
+    d_bias = jnp.sum(g, axis=reduce)
+    d_scale = jnp.sum(g * x_hat, axis=reduce)
+    dx = _per_channel(scale * inv / m, ax, x.ndim, x.dtype) * (
+        m * g
+        - _per_channel(d_bias, ax, x.ndim, x.dtype)
+        - x_hat * _per_channel(d_scale, ax, x.ndim, x.dtype)
+    )
+    dx = dx + _per_channel(g_mean / m, ax, x.ndim, x.dtype)
+    dx = dx + centred * _per_channel(2.0 * g_var / m, ax, x.ndim, x.dtype)
+    return dx, d_scale.astype(scale.dtype), d_bias.astype(bias.dtype)
+
+
+_batch_norm_p.defvjp(_batch_norm_p_fwd, _batch_norm_p_bwd)
+
+
+def batch_norm(
+    x: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    *,
+    axis: int = 1,
+    eps: float = 1e-5,
+    vjp: str = "custom",
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Batch normalization with the batch's statistics (training mode).
+
+    Args:
+      x: ``(N, C, *spatial)`` or ``(N, C)`` (``axis=1``), or any array with the channels at
+        ``axis``; statistics are taken over every other axis.
+      scale: ``(C,)`` multiplier.
+      bias: ``(C,)`` offset.
+      axis: the channel axis (not the batch axis 0). Default 1.
+      eps: added to the variance, > 0. Default 1e-5.
+      vjp: ``"custom"`` (default, the hand-written rule) or ``"autodiff"``.
+
+    Returns:
+      ``(y, mean, var)``: ``y`` shaped like ``x``, and the batch mean and biased variance
+      ``(C,)`` (for running statistics; they are differentiable too).
+
+    Raises:
+      ValueError: ``axis`` names the batch axis or is out of range, ``scale``/``bias`` are not
+        ``(C,)``, or ``eps <= 0``.
+      TypeError: integer ``x`` (``DTypeError``).
+    """
+    _canon.check_vjp_mode(vjp)
+    x = _canon.check_float_array(x, "x")
+    if x.ndim < 2 or not -x.ndim < axis < x.ndim or axis % x.ndim == 0:
+        raise ValueError(
+            f"`axis` (={axis}) must name a non-batch axis of `x`, got x.shape = {tuple(x.shape)}."
+        )
+    ax = axis % x.ndim
+    c = x.shape[ax]
+    for name, v in (("scale", scale), ("bias", bias)):
+        if tuple(jnp.shape(v)) != (c,):
+            raise ValueError(
+                f"`{name}` must have shape ({c},) (the channels of x at axis {axis}), got "
+                f"{tuple(jnp.shape(v))}."
+            )
+    if not eps > 0:
+        raise ValueError(f"`eps` must be > 0, got {eps}.")
+    eps = float(eps)
+    with jax.named_scope("fconv.batch_norm"):
+        if vjp == "custom":
+            return _batch_norm_p(x, scale, bias, ax, eps)
+        return _forward(x, scale, bias, ax, eps)[0]

@@ -1,0 +1,117 @@
+"""Specification of fconv.ops.batch_norm: training-mode statistics and the hand-written VJP."""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fconv.ops import DTypeError, batch_norm
+from fconv.testing import check_vjp
+
+
+@st.composite
+def bn_configs(draw):
+    """Random input rank 2-5, any non-batch channel axis, batch 1-4 (M >= 2 entries)."""
+    rank = draw(st.integers(2, 5))
+    shape = [draw(st.integers(1, 4))] + [draw(st.integers(1, 4)) for _ in range(rank - 1)]
+    axis = draw(st.integers(1, rank - 1))
+    if np.prod(shape) // shape[axis] < 2:  # a variance needs two entries per channel
+        shape[0] = 2
+    negative = draw(st.booleans())
+    return tuple(shape), axis - rank if negative else axis
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bn_configs())
+def test_forward_and_vjp_of_all_three_outputs_match_autodiff(cfg):
+    shape, axis = cfg
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape) * 3.0 + 1.0
+    c = shape[axis]
+    scale, bias = rng.standard_normal(c), rng.standard_normal(c)
+    outs, pullbacks = {}, {}
+    for vjp in ("custom", "autodiff"):
+        f = functools.partial(batch_norm, axis=axis, vjp=vjp)
+        outs[vjp], pullbacks[vjp] = jax.vjp(f, x, scale, bias)
+    ax = axis % len(shape)
+    reduce = tuple(i for i in range(len(shape)) if i != ax)
+    mean, var = x.mean(reduce, keepdims=True), x.var(reduce, keepdims=True)
+    y = (x - mean) / np.sqrt(var + 1e-5) * np.expand_dims(scale, reduce)
+    np.testing.assert_allclose(outs["custom"][0], y + np.expand_dims(bias, reduce), atol=1e-12)
+    np.testing.assert_allclose(outs["custom"][1], mean.reshape(c), atol=1e-12)
+    np.testing.assert_allclose(outs["custom"][2], var.reshape(c), atol=1e-12)
+    # Cotangents on y and on the returned mean and variance (all three paths of the rule).
+    cts = (rng.standard_normal(shape), rng.standard_normal(c), rng.standard_normal(c))
+    chex.assert_trees_all_close(
+        pullbacks["custom"](cts), pullbacks["autodiff"](cts), rtol=1e-10, atol=1e-10
+    )
+
+
+def test_check_vjp_against_finite_differences_and_grad_of_grad():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 3, 5, 5))
+    scale, bias = rng.standard_normal(3), rng.standard_normal(3)
+    report = check_vjp(
+        lambda x, s, b: batch_norm(x, s, b)[0],
+        lambda x, s, b: batch_norm(x, s, b, vjp="autodiff")[0],
+        x,
+        scale,
+        bias,
+    )
+    assert report.ok
+
+    def hvp(vjp):
+        loss = lambda x: (jnp.tanh(batch_norm(x, scale, bias, vjp=vjp)[0]) ** 2).sum()  # noqa: E731
+        return jax.grad(lambda x: jnp.vdot(jax.grad(loss)(x), x))(x)
+
+    chex.assert_trees_all_close(hvp("custom"), hvp("autodiff"), rtol=1e-9, atol=1e-9)
+
+
+def test_normalized_output_has_zero_mean_unit_variance_and_gradient_sums_to_zero():
+    # With scale 1, bias 0: every channel of y has mean 0 and variance v / (v + eps); the input
+    # gradient through y is orthogonal to the constant per channel (shifting x changes nothing).
+    x = jax.random.normal(jax.random.key(0), (8, 4, 6, 6), jnp.float32) * 5 + 2
+    ones, zeros = jnp.ones(4), jnp.zeros(4)
+    y, mean, var = jax.jit(batch_norm)(x, ones, zeros)
+    np.testing.assert_allclose(y.mean((0, 2, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y.var((0, 2, 3)), var / (var + 1e-5), rtol=1e-5)
+    g = jax.random.normal(jax.random.key(1), x.shape, jnp.float32)
+    dx = jax.vjp(lambda x: batch_norm(x, ones, zeros)[0], x)[1](g)[0]
+    np.testing.assert_allclose(dx.sum((0, 2, 3)), 0.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dtypes_follow_the_input_and_the_params(dtype):
+    x = jax.random.normal(jax.random.key(0), (4, 3, 4, 4), dtype)
+    scale, bias = jnp.ones(3, jnp.float32), jnp.zeros(3, jnp.float32)
+    (y, mean, var), pullback = jax.vjp(batch_norm, x, scale, bias)
+    assert y.dtype == dtype
+    dx, ds, db = pullback((jnp.ones_like(y), jnp.zeros_like(mean), jnp.zeros_like(var)))
+    assert (dx.dtype, ds.dtype, db.dtype) == (dtype, jnp.float32, jnp.float32)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: batch_norm(jnp.ones((2, 3)), jnp.ones(3), jnp.ones(3), axis=0), "non-batch"),
+        (lambda: batch_norm(jnp.ones((2, 3)), jnp.ones(3), jnp.ones(3), axis=2), "non-batch"),
+        (lambda: batch_norm(jnp.ones((2, 3)), jnp.ones(4), jnp.ones(3)), r"`scale`.*\(3,\)"),
+        (lambda: batch_norm(jnp.ones((2, 3)), jnp.ones(3), jnp.ones(3), eps=0.0), "eps"),
+        (lambda: batch_norm(jnp.ones((2, 3)), jnp.ones(3), jnp.ones(3), vjp="x"), "vjp"),
+    ],
+)
+def test_bad_arguments_raise_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_integer_input_raises():
+    with pytest.raises(DTypeError):
+        batch_norm(jnp.ones((2, 3), jnp.int32), jnp.ones(3), jnp.ones(3))
