@@ -516,3 +516,45 @@ def test_odd_input_channels_padded_with_a_zero_channel_on_cpu(c, kw):
         return jax.grad(lambda x: jnp.vdot(jax.grad(loss)(x), g.sum() * x))(x)
 
     chex.assert_trees_all_close(hvp("custom"), hvp("autodiff"), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "kernel, kw",
+    [
+        ((5, 5), dict()),  # LeNet's first layer
+        ((3, 2), dict(stride=(2, 1), padding=((1, 0), (0, 1)), dilation=(1, 2))),
+    ],
+)
+def test_single_channel_convolution_by_patch_matrix_product_on_cpu(kernel, kw):
+    # 2-D, one input channel, <= 25 taps: on CPU the forward and weight gradient are one matrix
+    # product over the patches (no XLA convolution for them); values and gradients stay exact.
+    from fconv.ops.conv import _geometry
+
+    cpu = jax.default_backend() == "cpu"
+    assert _geometry((9, 8), kernel, 1, "VALID", 1, 1, None, in_channels=1).patch_matmul == cpu
+    assert not _geometry((9, 8), (3, 3), 1, "VALID", 1, 1, None, in_channels=2).patch_matmul
+    assert not _geometry((9, 8), (6, 6), 1, "VALID", 1, 1, None, in_channels=1).patch_matmul
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 1, 11, 9))
+    w = rng.standard_normal((4, 1, *kernel))
+    f = functools.partial(conv, **{"padding": "VALID", **kw})
+    if cpu:
+        fwd_jaxpr = str(jax.make_jaxpr(f)(x, w))
+        assert "conv_general_dilated" not in fwd_jaxpr and "dot_general" in fwd_jaxpr
+    y, pullback = jax.vjp(f, x, w)
+    stride = kw.get("stride", (1, 1))
+    dilation = kw.get("dilation", (1, 1))
+    eff = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    pads = ref.pads_for(kw.get("padding", "VALID"), x.shape[2:], eff, stride)
+    np.testing.assert_allclose(y, ref.conv(x, w, stride, pads, dilation, 1), atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    dx, dw = pullback(g)
+    want_dx, want_dw = ref.conv_vjp(x, w, g, stride, pads, dilation, 1)
+    np.testing.assert_allclose(dx, want_dx, atol=1e-12)
+    np.testing.assert_allclose(dw, want_dw, atol=1e-12)
+
+    def hvp(vjp):
+        loss = lambda w: (jnp.tanh(f(x, w, vjp=vjp)) ** 2).sum()  # noqa: E731
+        return jax.grad(lambda w: jnp.vdot(jax.grad(loss)(w), w))(w)
+
+    chex.assert_trees_all_close(hvp("custom"), hvp("autodiff"), rtol=1e-9, atol=1e-9)

@@ -24,7 +24,6 @@ Arrays are channels-first ``(N, C, *spatial)``. Forward-mode differentiation (``
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -35,7 +34,8 @@ from jax import lax
 
 from fconv.ops import _canon
 from fconv.ops._canon import Padding
-from fconv.ops._placement import place_back
+from fconv.ops._patches import col2im as _col2im
+from fconv.ops._patches import extract_patches as _extract_patches
 from fconv.ops.conv import (
     ConvGeometry,
     _add_bias,
@@ -64,43 +64,6 @@ class LocalGeometry(NamedTuple):
     def blocks(self) -> tuple[int, ...]:
         """Q = ceil(M / t): how many periods cover the output in each dimension."""
         return tuple(-(-m // t) for m, t in zip(self.conv.out_spatial, self.tile))
-
-
-# ---------------------------------------------------------------------------------------------
-# Patches (im2col) and their transpose (col2im).
-# ---------------------------------------------------------------------------------------------
-
-
-def _offsets(geo: ConvGeometry):
-    return itertools.product(*(range(k) for k in geo.kernel_spatial))
-
-
-# patches[n, c, p, m] = x_pad[n, c, k_p d + s m], p running over the kernel offsets k_p in
-# row-major order: (N, C, *in) -> (N, C, P, *M).
-def _extract_patches(x: jax.Array, geo: ConvGeometry) -> jax.Array:
-    pads = [(0, 0, 0), (0, 0, 0), *((lo, hi, 0) for lo, hi in geo.padding)]
-    x_pad = lax.pad(x, jnp.zeros((), x.dtype), pads)
-    m = geo.out_spatial
-    cols = []
-    for offset in _offsets(geo):
-        start = [o * d for o, d in zip(offset, geo.dilation)]
-        limit = [st + (mi - 1) * s + 1 for st, mi, s in zip(start, m, geo.stride)]
-        cols.append(lax.slice(x_pad, (0, 0, *start), (*x.shape[:2], *limit), (1, 1, *geo.stride)))
-    return jnp.stack(cols, axis=2)
-
-
-# col2im, the transpose of _extract_patches:  [n, c, p, m] -> [n, c, y]
-#   dx[n, c, y] = sum_p sum_{m : k_p d - lo + s m = y} dp[n, c, p, m]
-# For each offset, lax.pad with interior padding s - 1 spreads the slice by the stride and edge
-# padding (k_p d - lo, N - (k_p d - lo + (M - 1) s + 1)) aligns it with x; negative edge pads crop
-# the rows that fell into the zero padding (their gradient is discarded). Overlaps add up.
-def _col2im(dp: jax.Array, geo: ConvGeometry) -> jax.Array:
-    dx = None
-    for p, offset in enumerate(_offsets(geo)):
-        dilated = [o * d for o, d in zip(offset, geo.dilation)]
-        term = place_back(lax.index_in_dim(dp, p, axis=2, keepdims=False), dilated, geo)
-        dx = term if dx is None else dx + term
-    return dx
 
 
 # ---------------------------------------------------------------------------------------------
