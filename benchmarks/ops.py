@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from benchmarks.timing import time_fn
+from benchmarks.timing import time_fn, time_interleaved
 from fconv.ops import avg_pool, conv, conv_transpose, max_pool
 
 
@@ -95,11 +95,15 @@ def run(quick: bool = False, iters: int = 20) -> list[dict[str, Any]]:
     rows = []
     for case in cases(quick):
         row = dict(name=case["name"])
+        calls: dict[str, Callable] = {}
         for vjp in ("custom", "autodiff"):
             fwd, fwd_bwd, bwd, pullback, g, args = _timers(case["op"], case["args"], vjp)
-            row[f"{vjp}_fwd_ms"] = time_fn(fwd, *args, iters=iters)
-            row[f"{vjp}_fwd_bwd_ms"] = time_fn(fwd_bwd, *args, iters=iters)
-            row[f"{vjp}_bwd_ms"] = time_fn(bwd, pullback, g, iters=iters)
+            calls[f"{vjp}_fwd"] = functools.partial(fwd, *args)
+            calls[f"{vjp}_fwd_bwd"] = functools.partial(fwd_bwd, *args)
+            calls[f"{vjp}_bwd"] = functools.partial(bwd, pullback, g)
+        # Custom and autodiff alternate call by call (round-robin), so machine drift cancels.
+        for key, ms in time_interleaved(calls, iters=iters).items():
+            row[f"{key}_ms"] = ms
         row["fwd_bwd_speedup"] = row["autodiff_fwd_bwd_ms"] / row["custom_fwd_bwd_ms"]
         row["bwd_speedup"] = row["autodiff_bwd_ms"] / row["custom_bwd_ms"]
         if case["kind"] in ("conv", "transpose"):

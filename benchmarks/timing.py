@@ -32,3 +32,22 @@ def compile_stats(fn: Callable[..., Any], *args: Any) -> tuple[float, int | None
     except Exception:  # noqa: BLE001 - some backends do not report memory
         temp = None
     return seconds, temp
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], *, iters: int = 20, warmup: int = 2
+) -> dict[str, float]:
+    """Median wall ms of each ``fns[name]()``, timed round-robin: one call of every contender per
+    round, ``iters`` rounds, so a machine that slows down or speeds up during the run (shared CPUs)
+    shifts every contender alike and the ratios between them stay fair.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            jax.block_until_ready(fn())
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.timing import compile_stats, time_fn
+from benchmarks.timing import compile_stats, time_fn, time_interleaved
 from fconv import losses, models, optim
 from fconv.layers import default_vjp
 
@@ -47,8 +47,8 @@ def fconv_step(name: str, vjp: str, batch: int | None = None):
     return jax.jit(step, donate_argnums=(0, 1, 2)), (params, opt_state, state, x, y)
 
 
-def _time_donating(step, args, iters: int) -> float:
-    """Times a donating step by threading its outputs back in (donated buffers are consumed)."""
+def _donating_once(step, args):
+    """A no-argument callable running one donating step, threading its outputs back in."""
     holder = list(args)
 
     def once():
@@ -56,7 +56,12 @@ def _time_donating(step, args, iters: int) -> float:
         holder[0], holder[1], holder[2] = p, o, s
         return loss
 
-    return time_fn(once, iters=iters)
+    return once
+
+
+def _time_donating(step, args, iters: int) -> float:
+    """Times a donating step by threading its outputs back in (donated buffers are consumed)."""
+    return time_fn(_donating_once(step, args), iters=iters)
 
 
 def run(
@@ -67,13 +72,14 @@ def run(
     names = ["lenet5", "vgg_small"] if quick else list(MODELS)
     for name in names:
         row: dict[str, Any] = dict(model=name, batch=MODELS[name][1])
+        contenders = {}
         for vjp in ("custom", "autodiff"):
             jax.clear_caches()  # so the compile is timed, not fetched from the cache
             step, args = fconv_step(name, vjp)
             seconds, temp = compile_stats(step, *args)
             row[f"fconv_{vjp}_compile_s"] = seconds
             row[f"fconv_{vjp}_temp_bytes"] = temp
-            row[f"fconv_{vjp}_ms"] = _time_donating(step, args, iters)
+            contenders[f"fconv_{vjp}"] = _donating_once(step, args)
         if peers:
             try:
                 from benchmarks.peers import peer_train_steps
@@ -83,7 +89,11 @@ def run(
                 _, batch, shape = MODELS[name]
                 for peer, fn in peer_train_steps(name, batch, shape).items():
                     if only is None or peer in only:
-                        row[f"{peer}_ms"] = time_fn(fn, iters=max(5, iters // 2))
+                        contenders[peer] = fn
+        # Round-robin: every contender runs once per round, so drift on a shared machine hits
+        # all of them alike.
+        for key, ms in time_interleaved(contenders, iters=iters).items():
+            row[f"{key}_ms"] = ms
         jax_peers = [row[k] for k in ("flax_ms", "equinox_ms", "haiku_ms") if k in row]
         row["speedup_vs_autodiff"] = row["fconv_autodiff_ms"] / row["fconv_custom_ms"]
         if row["fconv_custom_temp_bytes"] and row["fconv_autodiff_temp_bytes"]:

@@ -1,0 +1,35 @@
+"""The benchmark harness: round-robin timing and a smoke run of the suite (no timings asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.run import main, markdown_table
+from benchmarks.timing import time_interleaved
+
+
+def test_time_interleaved_calls_every_contender_once_per_round_in_turn():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name) or 0.0) for name in ("a", "b", "c")}
+    ms = time_interleaved(fns, iters=4, warmup=1)
+    assert set(ms) == {"a", "b", "c"} and all(v >= 0.0 for v in ms.values())
+    assert calls[:3] == ["a", "b", "c"]  # warm-up, then rounds a, b, c, a, b, c, ...
+    assert calls[3:] == ["a", "b", "c"] * 4
+
+
+def test_markdown_table_leaves_missing_cells_blank():
+    table = markdown_table([dict(name="x", v=1.23456), dict(name="y")], ["name", "v"])
+    assert table.splitlines() == ["| name | v |", "|---|---|", "| x | 1.23 |", "| y |  |"]
+
+
+@pytest.mark.slow
+def test_quick_suite_writes_json_with_ratios(tmp_path):
+    out = tmp_path / "bench.json"
+    main(["--quick", "--sections", "train", "--no-peers", "--iters", "2", "--json", str(out)])
+    rows = {r["model"]: r for r in json.loads(out.read_text())["train"]}
+    assert set(rows) == {"lenet5", "vgg_small"}
+    for r in rows.values():
+        assert r["fconv_custom_ms"] > 0 and r["speedup_vs_autodiff"] > 0
+        assert r["temp_memory_ratio"] <= 1.0  # the hand-written rules never need more memory
