@@ -29,6 +29,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -439,11 +440,23 @@ def _rebuild_like(name: str, template: Any, stored: dict[str, np.ndarray], keys:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def _check_trees(trees: Any) -> tuple[str, ...]:
+    if trees is None:
+        return _TREES
+    if isinstance(trees, str) or not all(isinstance(t, str) for t in trees):
+        raise TypeError(f"trees must be a sequence of tree names, got {trees!r}")
+    unknown = sorted(set(trees) - set(_TREES))
+    if unknown:
+        raise ValueError(f"trees has unknown names {unknown}; expected a subset of {_TREES}")
+    return tuple(t for t in _TREES if t in trees)
+
+
 def restore(
     directory_or_file: str | os.PathLike[str],
     *,
     step: int | None = None,
     like: dict[str, Any] | None = None,
+    trees: Sequence[str] | None = None,
 ) -> Checkpoint:
     """Load a checkpoint, verifying its checksum first.
 
@@ -457,6 +470,10 @@ def restore(
             exactly the template's structure after checking every leaf path, shape and dtype;
             a tree without one is rebuilt from the stored skeleton, which only works for
             dicts, lists, tuples and None (NamedTuple optimizer states need a template).
+        trees: Which of ``"params"``, ``"opt_state"``, ``"model_state"`` to rebuild; the others
+            come back as None. Default None rebuilds all three. ``trees=("params",
+            "model_state")`` evaluates a model without the optimizer's state or its template.
+            The checksum always covers the whole file.
 
     Returns:
         A :class:`Checkpoint` whose trees have numpy-array leaves, with their saved dtypes
@@ -469,6 +486,7 @@ def restore(
             first mismatching leaf path), or a tree needs a template that was not given.
         TypeError: If ``like`` is not a dict or ``step`` is not an int.
     """
+    wanted = _check_trees(trees)
     if like is not None:
         if not isinstance(like, dict):
             raise TypeError(f"like must be a dict of templates or None, got {type(like).__name__}")
@@ -508,8 +526,8 @@ def restore(
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         raw = {k: npz[k] for k in npz.files}
 
-    result = {}
-    for name in _TREES:
+    result: dict[str, Any] = dict.fromkeys(_TREES)
+    for name in wanted:
         tmeta = meta["trees"][name]
         keys = [leaf["key"] for leaf in tmeta["leaves"]]
         stored: dict[str, np.ndarray] = {}

@@ -977,9 +977,9 @@ class Run(NamedTuple):
 def load_run(directory_or_file: str | os.PathLike[str], *, step: int | None = None) -> Run:
     """Rebuilds the model of a :func:`fit` checkpoint and loads its parameters.
 
-    The config must name the model (``"model"``, optional ``"model_kwargs"``) and, because the
-    optimizer state is restored too, the optimizer settings (``"optimizer"``) -- as written by
-    ``fconv train`` or by :func:`fit` given an optimizer dict and ``config={"model": ...}``.
+    The config must name the model (``"model"``, optional ``"model_kwargs"``), as written by
+    ``fconv train`` or by :func:`fit` given ``config={"model": ...}``. Only the parameters and the
+    model state (BatchNorm statistics) are read: the optimizer and its state are not needed.
 
     Args:
         directory_or_file: A run directory or one checkpoint file.
@@ -1005,23 +1005,23 @@ def load_run(directory_or_file: str | os.PathLike[str], *, step: int | None = No
             cfg = json.load(f).get("config") or {}
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
         raise ValueError(f"checkpoint {meta_path} is corrupt: {e}") from e
-    missing = [k for k in ("model", "num_classes", "input_shape", "optimizer") if k not in cfg]
+    missing = [k for k in ("model", "num_classes", "input_shape") if k not in cfg]
     if missing:
         raise ValueError(
             f"checkpoint {meta_path} config lacks {missing}: it was not written by `fconv "
-            f"train` (give fit an optimizer dict and config={{'model': name}} for loadable runs)"
+            f"train` (give fit config={{'model': name}} for loadable runs)"
         )
     model = build_model(
         cfg["model"], cfg["num_classes"], cfg["input_shape"], **cfg.get("model_kwargs", {})
     )
-    optimizer = make_optimizer(**cfg["optimizer"])
-    template = jax.eval_shape(
-        lambda: init_train_state(model, optimizer, cfg["input_shape"], 0)
-    )  # shapes and dtypes only: nothing is drawn
-    like = {
-        "params": template.params,
-        "opt_state": template.opt_state,
-        "model_state": template.model_state,
-    }
-    ckpt = checkpoint.restore(path, step=step if os.path.isdir(path) else None, like=like)
+    shape = _batch_shape(cfg["input_shape"])
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), shape)[1])  # shapes only
+    like = {"params": params, "model_state": jax.eval_shape(lambda: model.init_state(shape))}
+    # The optimizer state is not rebuilt (nor its settings needed): evaluation uses none.
+    ckpt = checkpoint.restore(
+        path,
+        step=step if os.path.isdir(path) else None,
+        like=like,
+        trees=("params", "model_state"),
+    )
     return Run(model, ckpt.params, ckpt.model_state, cfg, ckpt.step)

@@ -255,3 +255,17 @@ def test_atomic_io_writes_and_validates(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         atomic_io.write_bytes_atomic(tmp_path / "missing" / "e", b"")
     assert sorted(os.listdir(tmp_path)) == ["a.json", "b.bin"]
+
+
+def test_restore_only_some_trees_needs_no_optimizer_template(tmp_path):
+    # Evaluation reads params and model state; a NamedTuple optimizer state (which would need a
+    # template) is skipped and comes back as None. The checksum still covers the whole file.
+    params = _params()
+    checkpoint.save(tmp_path, params=params, opt_state=_opt_state(params), step=3)
+    ck = checkpoint.restore(tmp_path, trees=("params", "model_state"))
+    _assert_trees_equal(ck.params, params)
+    assert ck.opt_state is None and ck.step == 3
+    with pytest.raises(ValueError, match=r"trees has unknown names \['optimizer'\]"):
+        checkpoint.restore(tmp_path, trees=("params", "optimizer"))
+    with pytest.raises(TypeError, match="sequence of tree names"):
+        checkpoint.restore(tmp_path, trees="params")
