@@ -91,9 +91,13 @@ def run(
                     if only is None or peer in only:
                         contenders[peer] = fn
         # Round-robin: every contender runs once per round, so drift on a shared machine hits
-        # all of them alike.
-        for key, ms in time_interleaved(contenders, iters=iters).items():
-            row[f"{key}_ms"] = ms
+        # all of them alike. PyTorch goes in a group of its own: its OpenMP threads spin-wait
+        # after each step and would slow whichever JAX step ran right after them.
+        torch_group = {k: f for k, f in contenders.items() if k.startswith("torch")}
+        jax_group = {k: f for k, f in contenders.items() if k not in torch_group}
+        for group in (jax_group, torch_group):
+            for key, ms in time_interleaved(group, iters=iters).items():
+                row[f"{key}_ms"] = ms
         jax_peers = [row[k] for k in ("flax_ms", "equinox_ms", "haiku_ms") if k in row]
         row["speedup_vs_autodiff"] = row["fconv_autodiff_ms"] / row["fconv_custom_ms"]
         if row["fconv_custom_temp_bytes"] and row["fconv_autodiff_temp_bytes"]:
