@@ -2,9 +2,11 @@
 
 ``fconv train`` with no flags trains LeNet-5 on scikit-learn's bundled 8x8 digits into
 ``runs/lenet5-digits``; ``fconv eval`` and ``fconv plot`` then read that run. The training logic
-lives in :mod:`fconv.train`; this module only parses flags and prints. Every error a user can
-cause (a bad flag, a missing file or data directory, a checkpoint that does not match) is one
-line on stderr and exit status 2; set ``FCONV_DEBUG=1`` to get the traceback instead.
+lives in :mod:`fconv.train`, the models, optimizers and datasets chosen by name in
+:mod:`fconv.recipes`, and the loading of a run in :mod:`fconv.runs`; this module only parses
+flags and prints. Every error a user can cause (a bad flag, a missing file or data directory, a
+checkpoint that does not match) is one line on stderr and exit status 2; set ``FCONV_DEBUG=1``
+to get the traceback instead.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fconv import parallel, train
+from fconv import metrics_log, parallel, recipes, runs, train
 
 __all__ = ["main", "build_parser"]
 
@@ -45,11 +47,11 @@ class UsageError(Exception):
 def _add_model_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument(
-        "--model", choices=sorted(train.MODELS), default="lenet5", help="default %(default)s"
+        "--model", choices=sorted(recipes.MODELS), default="lenet5", help="default %(default)s"
     )
     g.add_argument(
         "--data",
-        choices=train.DATASETS,
+        choices=recipes.DATASETS,
         default="digits",
         help="dataset (default %(default)s: bundled with scikit-learn, no download)",
     )
@@ -70,7 +72,7 @@ def _add_optimization_options(p: argparse.ArgumentParser) -> None:
         "--batch-size", type=_positive_int, default=32, metavar="N", help="default %(default)s"
     )
     g.add_argument(
-        "--optimizer", choices=train.OPTIMIZERS, default="adam", help="default %(default)s"
+        "--optimizer", choices=recipes.OPTIMIZERS, default="adam", help="default %(default)s"
     )
     g.add_argument(
         "--lr", type=_positive_float, default=2e-3, help="peak learning rate (%(default)s)"
@@ -187,8 +189,8 @@ def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     augment = None
     augment_cfg = None
     if args.augment:
-        crop, flip = train.AUGMENTATIONS[args.data]
-        augment = train.make_augment(crop, flip)
+        crop, flip = recipes.AUGMENTATIONS[args.data]
+        augment = recipes.make_augment(crop, flip)
         augment_cfg = {"crop_padding": crop, "flip": flip}
     data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
     return dict(
@@ -217,9 +219,9 @@ def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _load_data(name: str, data_dir: str | None):
     """The dataset; digits and synthetic always with split/data seed 0 (fixed test set)."""
-    if name in train.FILE_DATASETS and data_dir is None:
+    if name in recipes.FILE_DATASETS and data_dir is None:
         raise UsageError(f"--data {name} needs --data-dir PATH (the folder with its files)")
-    return train.load_dataset(name, data_dir, seed=0)
+    return recipes.load_dataset(name, data_dir, seed=0)
 
 
 _PROCESS_FLAGS = (
@@ -268,7 +270,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         perf.enable_fast_cpu()
     _join_processes(args)  # before anything touches a JAX device
     dataset = _load_data(args.data, args.data_dir)
-    model = train.build_model(args.model, dataset.num_classes, dataset.input_shape)
+    model = recipes.build_model(args.model, dataset.num_classes, dataset.input_shape)
     kwargs = _fit_kwargs(args)
     out = kwargs["out_dir"]
     t0 = time.perf_counter()
@@ -298,13 +300,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # eval
 
 
-def _load_run(path: str) -> train.Run:
+def _load_run(path: str) -> runs.Run:
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return train.load_run(path)
+    return runs.load_run(path)
 
 
-def _test_split(run: train.Run, data_dir: str | None):
+def _test_split(run: runs.Run, data_dir: str | None):
     name = run.config.get("data") or str(run.config.get("dataset")).replace("_", "-")
     data_dir = data_dir or run.config.get("data_dir")
     dataset = _load_data(name, data_dir)
@@ -463,7 +465,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     x, _, _ = _test_split(run, args.data_dir)
     paths = [
         viz.plot_curves(
-            os.path.join(run_dir, train.METRICS_FILE), os.path.join(run_dir, "curves.png")
+            os.path.join(run_dir, metrics_log.METRICS_FILE), os.path.join(run_dir, "curves.png")
         ),
         viz.plot_filters(viz.first_conv_weights(run.params), os.path.join(run_dir, "filters.png")),
         viz.plot_feature_maps(
@@ -482,10 +484,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_receptive_field(args: argparse.Namespace) -> int:
     from fconv import receptive_field as rf
 
-    ctor = train.MODELS[args.model]
+    ctor = recipes.MODELS[args.model]
     shape = args.input_shape or inspect.signature(ctor).parameters["input_shape"].default
     shape = tuple(int(v) for v in shape)
-    model = train.build_model(args.model, 10, shape)
+    model = recipes.build_model(args.model, 10, shape)
     rows = rf.receptive_field(rf.specs_from_model(model, (1, *shape)))
     print(f"{args.model} on input {'x'.join(map(str, shape))} (C x spatial):")
     print(rf.format_table(rows))
@@ -589,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
         "field, in input pixels), as in the lectures' receptive-field slides.",
     )
     p.add_argument(
-        "--model", default="vgg_small", choices=sorted(train.MODELS), help="default %(default)s"
+        "--model", default="vgg_small", choices=sorted(recipes.MODELS), help="default %(default)s"
     )
     p.add_argument(
         "--input-shape",

@@ -50,7 +50,7 @@ from jax.sharding import PartitionSpec as P
 
 from fconv import optim, train
 from fconv.losses import softmax_cross_entropy
-from fconv.train import _check_int
+from fconv.train_state import _check_int
 
 __all__ = [
     "BATCH_AXIS",

@@ -3,8 +3,8 @@
 The pieces, from small to large:
 
 * :class:`TrainState` -- ``params``, ``opt_state``, ``model_state`` (BatchNorm statistics, ``()``
-  per stateless layer), the int32 ``step`` and the ``rng`` key *data* (uint32, so the whole
-  state is a pytree of plain arrays that checkpoints and ``jax.jit`` handle unchanged).
+  per stateless layer), the int32 ``step`` and the ``rng`` key *data*; :func:`init_train_state`
+  draws a fresh one from a seed. Both live in :mod:`fconv.train_state`.
 * :func:`make_train_step` -- ``train_step(state, (x, y)) -> (state, metrics)``, jitted with the
   state donated. All randomness of step ``s`` (dropout, augmentation) comes from
   ``fold_in(rng, s)``, so a run is a pure function of the seed and the data order.
@@ -13,8 +13,15 @@ The pieces, from small to large:
 * :func:`fit` -- epochs over :func:`fconv.data.batches` shuffled from ``(seed, epoch)``, a test
   evaluation and a ``metrics.jsonl`` line per epoch, checkpoints via :mod:`fconv.checkpoint`, and
   ``resume=True`` that continues bit-for-bit where an uninterrupted run would be.
-* Name registries used by the command line and by :func:`load_run`: :func:`build_model`,
-  :func:`make_optimizer`, :func:`load_dataset`.
+
+:func:`fit` builds on modules below this one, whose public names are re-exported here so that
+``fconv.train.X`` keeps working for all of them:
+
+* :mod:`fconv.recipes` -- the name registries used by the command line and by :func:`load_run`:
+  :func:`build_model`, :func:`make_optimizer`, :func:`load_dataset`, :func:`make_augment`.
+* :mod:`fconv.metrics_log` -- :data:`METRICS_FILE` and :func:`read_metrics`.
+* :mod:`fconv.runs` -- the run directory (checkpoints, resume) and :func:`load_run`.
+* :mod:`fconv.progress` -- the progress bar or lines that :func:`fit` shows.
 
 Example:
     >>> from fconv import data, models, optim
@@ -31,30 +38,50 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fconv import checkpoint, data, models, optim
-from fconv.atomic_io import write_bytes_atomic
+from fconv import checkpoint, data, optim
 from fconv.losses import accuracy, l2_regularization, softmax_cross_entropy
 
+# The modules fit builds on. Their public names are re-exported (see __all__), so that
+# fconv.train.X keeps working for every name that used to be defined here.
+from fconv.metrics_log import METRICS_FILE, _append_line, read_metrics
+from fconv.progress import _Progress
+from fconv.recipes import (
+    AUGMENTATIONS,
+    DATASETS,
+    FILE_DATASETS,
+    MODELS,
+    OPTIMIZERS,
+    build_model,
+    load_dataset,
+    make_augment,
+    make_optimizer,
+)
+from fconv.runs import Run, _start_run, load_run
+from fconv.train_state import TrainState, _check_int, init_train_state
+
 __all__ = [
-    "TrainState",
-    "init_train_state",
+    # Defined here.
     "make_train_step",
     "make_train_step_fn",
     "make_eval_step",
     "evaluate",
     "confusion_matrix",
     "fit",
+    # Re-exported from fconv.train_state.
+    "TrainState",
+    "init_train_state",
+    # Re-exported from fconv.metrics_log.
     "METRICS_FILE",
     "read_metrics",
+    # Re-exported from fconv.recipes.
     "MODELS",
     "build_model",
     "OPTIMIZERS",
@@ -64,77 +91,15 @@ __all__ = [
     "load_dataset",
     "AUGMENTATIONS",
     "make_augment",
+    # Re-exported from fconv.runs.
     "Run",
     "load_run",
 ]
 
-#: Name of the per-epoch metrics file :func:`fit` appends to in ``out_dir``.
-METRICS_FILE = "metrics.jsonl"
-
+#: ``loss(logits, labels) -> scalar``, as :func:`make_train_step` and :func:`evaluate` take it.
 Loss = Callable[[jax.Array, jax.Array], jax.Array]
+#: ``augment(key, x) -> x``, applied to each training batch (:func:`fconv.recipes.make_augment`).
 Augment = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-class TrainState(NamedTuple):
-    """Everything that changes during training; a pytree of arrays.
-
-    Attributes:
-        params: The model's parameter pytree.
-        opt_state: The optimizer state (``optimizer.init(params)``).
-        model_state: The model state from ``model.init_state`` (BatchNorm running statistics;
-            ``()`` leaves for stateless layers).
-        step: int32 scalar, the number of train steps taken.
-        rng: uint32 key data (``jax.random.key_data``) of the training key. It never changes;
-            step ``s`` uses ``jax.random.fold_in(key, s)``.
-    """
-
-    params: Any
-    opt_state: Any
-    model_state: Any
-    step: jax.Array
-    rng: jax.Array
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _batch_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
-    return (-1, *(int(d) for d in input_shape))
-
-
-def init_train_state(
-    model: Any, optimizer: optim.Optimizer, input_shape: Sequence[int], seed: int
-) -> TrainState:
-    """A fresh :class:`TrainState`: parameters, optimizer and model state drawn from ``seed``.
-
-    ``jax.random.key(seed)`` is split once: the first half initialises the parameters, the
-    second is the training key stored (as key data) in ``rng``.
-
-    Args:
-        model: A ``fconv.layers.Layer`` (``init``, ``apply``, ``init_state``).
-        optimizer: An :class:`fconv.optim.Optimizer`.
-        input_shape: Per-example shape ``(C, H, W)``, without the batch axis.
-        seed: Non-negative int.
-
-    Returns:
-        The state at step 0.
-    """
-    seed = _check_int("seed", seed, minimum=0)
-    init_key, train_key = jax.random.split(jax.random.key(seed))
-    shape = _batch_shape(input_shape)
-    _, params = model.init(init_key, shape)
-    return TrainState(
-        params=params,
-        opt_state=optimizer.init(params),
-        model_state=model.init_state(shape),
-        step=jnp.zeros((), jnp.int32),
-        rng=jax.random.key_data(train_key),
-    )
 
 
 def _step_keys(state: TrainState) -> tuple[jax.Array, jax.Array]:
@@ -379,284 +344,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Registries: models, optimizers and datasets by name (the command line and load_run use them).
-
-MODELS: dict[str, Callable[..., Any]] = {
-    "lenet5": models.lenet5,
-    "vgg_small": models.vgg_small,
-    "resnet_small": models.resnet_small,
-    "all_conv_net": models.all_conv_net,
-    "resnext_small": models.resnext_small,
-}
-
-
-def build_model(name: str, num_classes: int, input_shape: Sequence[int], **kwargs: Any) -> Any:
-    """``MODELS[name](num_classes, input_shape, **kwargs)``.
-
-    Raises:
-        ValueError: If ``name`` is unknown.
-    """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
-    return MODELS[name](num_classes, tuple(int(d) for d in input_shape), **kwargs)
-
-
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
-_SCHEDULES = ("constant", "cosine")
-
-
-def make_optimizer(
-    name: str,
-    learning_rate: float,
-    *,
-    schedule: str = "constant",
-    total_steps: int | None = None,
-    warmup_steps: int = 0,
-    weight_decay: float = 0.0,
-) -> optim.Optimizer:
-    """An optimizer from :mod:`fconv.optim` by name (the settings :func:`fit` records).
-
-    Args:
-        name: One of :data:`OPTIMIZERS`: ``"sgd"``, ``"momentum"``/``"nesterov"`` (beta 0.9),
-            ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"adagrad"``.
-        learning_rate: Peak learning rate, > 0.
-        schedule: ``"constant"`` (default) or ``"cosine"`` (linear warm-up over
-            ``warmup_steps``, then half-cosine decay to 0 at ``total_steps``).
-        total_steps: Length of the cosine schedule; required for ``"cosine"``.
-        warmup_steps: Warm-up steps of the cosine schedule; default 0.
-        weight_decay: AdamW's decoupled decay coefficient; only ``"adamw"`` uses it (the other
-            optimizers get L2 decay from :func:`make_train_step`'s ``weight_decay``). Default 0.
-
-    Raises:
-        ValueError: For an unknown name or schedule, a missing ``total_steps``, or out-of-range
-            values.
-    """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")
-    if schedule not in _SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; expected one of {list(_SCHEDULES)}")
-    lr: float | optim.Schedule = learning_rate
-    if schedule == "cosine":
-        if total_steps is None:
-            raise ValueError("schedule 'cosine' needs total_steps")
-        lr = optim.cosine_decay_with_warmup(learning_rate, warmup_steps, total_steps)
-    elif not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-    if name == "adamw":
-        return optim.adamw(lr, weight_decay=weight_decay)
-    return {
-        "sgd": optim.sgd,
-        "momentum": optim.momentum,
-        "nesterov": optim.nesterov,
-        "adam": optim.adam,
-        "rmsprop": optim.rmsprop,
-        "adagrad": optim.adagrad,
-    }[name](lr)
-
-
-#: Dataset names :func:`load_dataset` knows; ``mnist``, ``fashion-mnist`` and ``cifar10`` read
-#: files from a directory, the others need none.
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic")
-#: The datasets of :data:`DATASETS` that :func:`load_dataset` reads from ``data_dir``.
-FILE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
-
-
-def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, *, seed: int = 0):
-    """A :class:`fconv.data.Dataset` by name.
-
-    Args:
-        name: ``"digits"`` (scikit-learn's 8x8 digits, split with ``seed``), ``"mnist"`` and
-            ``"fashion-mnist"`` (the four IDX files in ``data_dir``), ``"cifar10"`` (the binary
-            batches in ``data_dir``), ``"synthetic"`` (512 + 128 noisy 1x28x28 prototypes of 10
-            classes, from ``seed``).
-        data_dir: Folder with the files, for the datasets read from files.
-        seed: Seed of the digits split and of the synthetic data; default 0.
-
-    Raises:
-        ValueError: Unknown name, or ``data_dir`` missing for a file dataset.
-        FileNotFoundError: ``data_dir`` or a file in it does not exist.
-    """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
-    if name == "digits":
-        return data.load_digits(seed)
-    if name == "synthetic":
-        return data.synthetic(seed=seed)
-    if data_dir is None:
-        raise ValueError(f"dataset {name!r} is read from files: give data_dir, their folder")
-    if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"data directory {os.fspath(data_dir)} does not exist")
-    if name == "cifar10":
-        return data.load_cifar10(data_dir)
-    return data.load_mnist(data_dir, "mnist" if name == "mnist" else "fashion_mnist")
-
-
-#: Augmentation for each dataset name: ``(crop_padding, flip)`` for :func:`make_augment`.
-#: Small shifts everywhere (1 pixel on 8x8 digits); horizontal flips only where a mirrored
-#: image is still of the same class.
-AUGMENTATIONS = {
-    "digits": (1, False),
-    "mnist": (2, False),
-    "fashion-mnist": (2, True),
-    "cifar10": (4, True),
-    "synthetic": (2, False),
-}
-
-
-def make_augment(crop_padding: int, flip: bool) -> Augment:
-    """``augment(key, x)``: :func:`fconv.data.augment` with the options bound."""
-    return functools.partial(data.augment, crop_padding=crop_padding, flip=flip)
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics file.
-
-
-def _append_line(path: str, record: Mapping[str, Any]) -> None:
-    """Appends one JSON line with a single ``write`` on an ``O_APPEND`` file, then fsyncs.
-
-    A crash can at worst leave a partial last line; :func:`read_metrics` skips it and a resumed
-    :func:`fit` rewrites the file without it.
-    """
-    line = (json.dumps(dict(record), sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file (or of ``METRICS_FILE`` in a run directory).
-
-    Lines that are not complete JSON objects (an interrupted write) are skipped.
-
-    Raises:
-        FileNotFoundError: If the file does not exist.
-    """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, METRICS_FILE)
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
-
-
-# --------------------------------------------------------------------------------------------
-# Progress display.
-
-
-class _Progress:
-    """A tqdm bar per epoch on a terminal; one plain line per epoch otherwise; or nothing."""
-
-    def __init__(self, enabled: bool, epochs: int):
-        self.enabled, self.epochs, self.bar = enabled, epochs, None
-        self.tqdm = None
-        if enabled and sys.stderr.isatty():
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:  # pragma: no cover - optional extra fconv[progress]
-                tqdm = None
-            self.tqdm = tqdm
-
-    def start(self, epoch: int, steps: int) -> None:
-        if self.tqdm is not None:
-            self.bar = self.tqdm(
-                total=steps, desc=f"epoch {epoch}/{self.epochs}", unit="batch", leave=True
-            )
-
-    def update(self, n: int, loss: float | None, acc: float | None, ips: float) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-            if loss is not None:
-                self.bar.set_postfix_str(f"loss {loss:.4f} acc {acc:.4f} {ips:,.0f} img/s")
-
-    def end(self, r: Mapping[str, Any]) -> None:
-        if not self.enabled:
-            return
-        text = (
-            f"loss {r['train_loss']:.4f} acc {r['train_acc']:.4f} | test loss "
-            f"{r['test_loss']:.4f} acc {r['test_acc']:.4f} | {r['images_per_sec']:,.0f} img/s "
-            f"{r['seconds']:.1f}s"
-        )
-        if self.bar is not None:
-            self.bar.set_postfix_str(text)
-            self.bar.close()
-            self.bar = None
-        else:
-            print(f"epoch {r['epoch']}/{self.epochs} step {r['step']}: {text}", flush=True)
-
-
-# --------------------------------------------------------------------------------------------
 # fit.
-
-_RESUME_KEYS = ("dataset", "num_classes", "input_shape", "seed", "batch_size", "model")
-
-
-def _prepare_out_dir(out_dir: str, resume: bool, overwrite: bool) -> None:
-    os.makedirs(out_dir, exist_ok=True)
-    metrics_path = os.path.join(out_dir, METRICS_FILE)
-    steps = checkpoint.all_steps(out_dir)
-    if resume or not (steps or os.path.exists(metrics_path)):
-        return
-    if not overwrite:
-        raise FileExistsError(
-            f"{out_dir} already holds a run ({METRICS_FILE} or checkpoints); resume it, or "
-            f"start over with overwrite, or choose another output directory"
-        )
-    for step in steps:
-        for path in checkpoint.paths_for(out_dir, step):
-            os.remove(path)
-    if os.path.exists(metrics_path):
-        os.remove(metrics_path)
-
-
-def _restore(out_dir: str, template: TrainState, config: Mapping[str, Any]):
-    """Loads the latest checkpoint into ``template``'s structure; returns (state, epoch)."""
-    like = {
-        "params": template.params,
-        "opt_state": template.opt_state,
-        "model_state": template.model_state,
-    }
-    ckpt = checkpoint.restore(out_dir, like=like)
-    saved = ckpt.config or {}
-    for key in _RESUME_KEYS:
-        if key in saved and key in config and saved[key] != config[key]:
-            raise ValueError(
-                f"cannot resume the run in {out_dir}: it was trained with {key}={saved[key]!r}, "
-                f"this run has {key}={config[key]!r}"
-            )
-    if "epoch" not in saved:
-        raise ValueError(f"cannot resume: the latest checkpoint in {out_dir} records no epoch")
-    state = TrainState(
-        params=jax.tree.map(jnp.asarray, ckpt.params),
-        opt_state=jax.tree.map(jnp.asarray, ckpt.opt_state),
-        model_state=jax.tree.map(jnp.asarray, ckpt.model_state),
-        step=jnp.asarray(ckpt.step, jnp.int32),
-        rng=template.rng,
-    )
-    return state, int(saved["epoch"])
-
-
-def _history_up_to(out_dir: str, epoch: int) -> list[dict[str, Any]]:
-    """Records of epochs <= ``epoch``; rewrites the metrics file to hold exactly those."""
-    path = os.path.join(out_dir, METRICS_FILE)
-    if not os.path.exists(path):
-        return []
-    kept = [
-        r for r in read_metrics(path) if isinstance(r.get("epoch"), int) and r["epoch"] <= epoch
-    ]
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-    write_bytes_atomic(path, text.encode("utf-8"))
-    return kept
 
 
 def _fit_mesh(devices: int | None):
@@ -668,50 +356,6 @@ def _fit_mesh(devices: int | None):
     from fconv import parallel  # parallel builds on this module
 
     return parallel.make_mesh(devices)
-
-
-#: Exception types process 0 can report to the other processes in :func:`_start_run`.
-_SHARED_ERRORS = (FileExistsError, FileNotFoundError, ValueError)
-
-
-def _start_run(out_dir: str, state: TrainState, cfg: dict[str, Any], resume: bool, overwrite: bool):
-    """Prepares ``out_dir`` and resumes from it: ``(state, start_epoch, history)``.
-
-    With several processes only process 0 touches the directory; it sends the (restored)
-    state and epoch to the others -- or its error, which they raise too (same type and
-    message), so that every process stops instead of waiting for process 0.
-    """
-    start_epoch, history, error = 0, [], None
-    if jax.process_index() == 0:
-        try:
-            _prepare_out_dir(out_dir, resume, overwrite)
-            if resume and checkpoint.latest_step(out_dir) is not None:
-                state, start_epoch = _restore(out_dir, state, cfg)
-                history = _history_up_to(out_dir, start_epoch)
-        except Exception as e:  # noqa: BLE001 - re-raised below, after telling the others
-            error = e
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        code = 0  # no error; else 1 + the index of its kind in _SHARED_ERRORS + (Exception,)
-        if error is not None:
-            kinds = (*_SHARED_ERRORS, Exception)
-            code = 1 + next(i for i, kind in enumerate(kinds) if isinstance(error, kind))
-        text = np.zeros(1024, np.uint8)
-        encoded = str(error or "").encode("utf-8")[: text.size]
-        text[: len(encoded)] = np.frombuffer(encoded, np.uint8)
-        code, text, state, start_epoch = multihost_utils.broadcast_one_to_all(
-            (np.int32(code), text, state, np.int32(start_epoch))
-        )
-        if code and error is None:
-            kind = (*_SHARED_ERRORS, RuntimeError)[int(code) - 1]  # other kinds: RuntimeError
-            message = bytes(np.asarray(text)).rstrip(b"\0").decode("utf-8", "replace")
-            raise kind(f"{message} (reported by process 0)")
-        state = jax.tree.map(jnp.asarray, state)
-        start_epoch = int(start_epoch)
-    if error is not None:
-        raise error
-    return state, start_epoch, history
 
 
 def fit(
@@ -941,87 +585,3 @@ def fit(
         if log is not None:
             log(record)
     return history, state
-
-
-# --------------------------------------------------------------------------------------------
-# Loading a finished run.
-
-
-class Run(NamedTuple):
-    """A model rebuilt from a checkpoint (see :func:`load_run`).
-
-    Attributes:
-        model: The ``Layer``, built from the config's ``"model"`` and ``"model_kwargs"``.
-        params: Parameters (numpy leaves).
-        model_state: Model state (numpy leaves).
-        config: The checkpoint's config dict.
-        step: The step it was saved at.
-    """
-
-    model: Any
-    params: Any
-    model_state: Any
-    config: dict[str, Any]
-    step: int
-
-    def normalize(self, x: np.ndarray) -> np.ndarray:
-        """``x`` standardised as in training (unchanged if training did not normalise)."""
-        norm = self.config.get("normalization")
-        if not norm:
-            return np.asarray(x, np.float32)
-        mean = np.asarray(norm["mean"], np.float32)
-        std = np.asarray(norm["std"], np.float32)
-        return data.normalize(np.asarray(x, np.float32), mean, std).astype(np.float32)
-
-
-def load_run(directory_or_file: str | os.PathLike[str], *, step: int | None = None) -> Run:
-    """Rebuilds the model of a :func:`fit` checkpoint and loads its parameters.
-
-    The config must name the model (``"model"``, optional ``"model_kwargs"``), as written by
-    ``fconv train`` or by :func:`fit` given ``config={"model": ...}``. Only the parameters and the
-    model state (BatchNorm statistics) are read: the optimizer and its state are not needed.
-
-    Args:
-        directory_or_file: A run directory or one checkpoint file.
-        step: The step to load from a directory; default the latest.
-
-    Raises:
-        FileNotFoundError: No checkpoint found.
-        ValueError: The config lacks the entries above or does not match the checkpoint.
-    """
-    path = os.fspath(directory_or_file)
-    meta_path = path
-    if os.path.isdir(path):
-        found = checkpoint.latest_step(path) if step is None else step
-        if found is None:
-            raise FileNotFoundError(f"no complete checkpoint (ckpt_*.json + .npz) in {path}")
-        meta_path = checkpoint.paths_for(path, found)[1]
-    elif path.endswith(".npz"):
-        meta_path = path[: -len(".npz")] + ".json"
-    if not os.path.isfile(meta_path):
-        raise FileNotFoundError(f"checkpoint metadata {meta_path} not found")
-    try:
-        with open(meta_path, encoding="utf-8") as f:
-            cfg = json.load(f).get("config") or {}
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise ValueError(f"checkpoint {meta_path} is corrupt: {e}") from e
-    missing = [k for k in ("model", "num_classes", "input_shape") if k not in cfg]
-    if missing:
-        raise ValueError(
-            f"checkpoint {meta_path} config lacks {missing}: it was not written by `fconv "
-            f"train` (give fit config={{'model': name}} for loadable runs)"
-        )
-    model = build_model(
-        cfg["model"], cfg["num_classes"], cfg["input_shape"], **cfg.get("model_kwargs", {})
-    )
-    shape = _batch_shape(cfg["input_shape"])
-    params = jax.eval_shape(lambda: model.init(jax.random.key(0), shape)[1])  # shapes only
-    like = {"params": params, "model_state": jax.eval_shape(lambda: model.init_state(shape))}
-    # The optimizer state is not rebuilt (nor its settings needed): evaluation uses none.
-    ckpt = checkpoint.restore(
-        path,
-        step=step if os.path.isdir(path) else None,
-        like=like,
-        trees=("params", "model_state"),
-    )
-    return Run(model, ckpt.params, ckpt.model_state, cfg, ckpt.step)

@@ -32,6 +32,7 @@ import numpy as np
 from jax.extend import core as jex_core
 
 from fconv.atomic_io import write_bytes_atomic
+from fconv.metrics_log import read_metrics
 
 __all__ = [
     "first_conv_weights",
@@ -175,8 +176,6 @@ def plot_curves(metrics_jsonl: str | os.PathLike[str], out_png: str | os.PathLik
         FileNotFoundError: If the metrics file does not exist.
         ValueError: If it holds no epoch records.
     """
-    from fconv.train import read_metrics
-
     records = [r for r in read_metrics(metrics_jsonl) if "epoch" in r]
     if not records:
         raise ValueError(f"{os.fspath(metrics_jsonl)} holds no epoch records")

@@ -1,7 +1,9 @@
 """Tests for fconv.optim: hand-computed trajectories, optax agreement, schedules, composition."""
 
 import doctest
+import importlib
 import math
+import pkgutil
 
 import jax
 import jax.numpy as jnp
@@ -578,5 +580,9 @@ def test_chain_rejects_foreign_state():
 
 
 def test_docstring_examples():
-    result = doctest.testmod(fo, extraglobs={"jax": jax, "jnp": jnp})
-    assert result.attempted > 0 and result.failed == 0
+    # doctest collects only what a module defines itself, so walk the package's modules too.
+    names = [fo.__name__] + [f"{fo.__name__}.{m.name}" for m in pkgutil.iter_modules(fo.__path__)]
+    modules = [importlib.import_module(name) for name in names]
+    results = {m.__name__: doctest.testmod(m, extraglobs={"jax": jax, "jnp": jnp}) for m in modules}
+    assert all(r.failed == 0 for r in results.values()), results
+    assert results["fconv.optim"].attempted > 0 and results["fconv.optim.base"].attempted > 0

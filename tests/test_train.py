@@ -339,3 +339,21 @@ def test_examples_are_valid_python():
     ]
     for path in examples:
         compile(path.read_text(), str(path), "exec")
+
+
+@pytest.mark.parametrize(
+    "module_name",
+    [
+        "fconv.train",
+        "fconv.train_state",
+        "fconv.recipes",
+        "fconv.metrics_log",
+        "fconv.ops.batch_norm",
+        "fconv.checkpoint",
+    ],
+)
+def test_module_docstring_examples_run(module_name):
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module_name))
+    assert result.failed == 0
