@@ -241,3 +241,19 @@ def test_cpu_slice_forms_equal_the_reduce_window_forms(cfg):
         rtol=1e-12,
         atol=1e-12,
     )
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pool_configs())
+def test_polyphase_backward_routes_exactly_like_the_offset_loop(cfg):
+    # CPU routes strided overlapping windows phase by phase (plain shifts, then one interleave),
+    # other backends with the offset loop (strided pads): the same first-max routing, bit for bit.
+    from fconv.ops.pooling import PoolGeometry, _max_pool_bwd_offsets, _max_pool_bwd_phases
+
+    x = jnp.asarray(_input(cfg))
+    geo = PoolGeometry(tuple(cfg["shape"][2:]), cfg["window"], cfg["stride"], tuple(cfg["pads"]))
+    y = max_pool(x, cfg["window"], cfg["stride"], cfg["padding"], vjp="autodiff")
+    g = jnp.asarray(np.random.default_rng(4).standard_normal(y.shape))
+    np.testing.assert_array_equal(
+        _max_pool_bwd_phases(x, y, g, geo), _max_pool_bwd_offsets(x, y, g, geo)
+    )

@@ -100,6 +100,47 @@ def _max_pool_bwd_offsets(x: jax.Array, y: jax.Array, g: jax.Array, geo: PoolGeo
     return dx
 
 
+# Max-pool backward, overlapping strided windows on CPU ("polyphase" placement). Same routing as
+# the offset loop, but in padded coordinates t = m s + o an offset o only reaches the positions
+# of phase rho = o mod s, at q = m + o div s. So each offset's routed g is added, shifted by
+# o div s with a plain edge pad (no interior padding), into the array of its phase (length
+# Q = ceil(N_pad / s)); phases that no offset reaches stay zero. The s_1 ... s_n phase arrays are
+# then interleaved (stack, transpose, reshape: x_pad[q s + rho] = phase_rho[q]) and cropped to
+# the input. The offset loop instead writes K_1 ... K_n stride-spread arrays of the full input
+# size.
+def _max_pool_bwd_phases(x: jax.Array, y: jax.Array, g: jax.Array, geo: PoolGeometry):
+    n = len(geo.window)
+    neg_inf = jnp.asarray(-jnp.inf, x.dtype)
+    zero = jnp.zeros((), g.dtype)
+    x_pad = lax.pad(x, neg_inf, [(0, 0, 0), (0, 0, 0), *((lo, hi, 0) for lo, hi in geo.padding)])
+    q = [-(-size // s) for size, s in zip(x_pad.shape[2:], geo.stride)]
+    phases: dict[tuple[int, ...], jax.Array] = {}
+    taken = jnp.zeros(y.shape, bool)
+    for offset in itertools.product(*(range(k) for k in geo.window)):
+        limit = [o + (m - 1) * s + 1 for o, m, s in zip(offset, y.shape[2:], geo.stride)]
+        v = lax.slice(x_pad, (0, 0, *offset), (*x.shape[:2], *limit), (1, 1, *geo.stride))
+        hit = (v == y) & ~taken
+        taken = taken | hit
+        shift = [o // s for o, s in zip(offset, geo.stride)]
+        pads = [(0, 0, 0), (0, 0, 0)]
+        pads += [(sh, qi - m - sh, 0) for sh, qi, m in zip(shift, q, y.shape[2:])]
+        term = lax.pad(jnp.where(hit, g, zero), zero, pads)
+        rho = tuple(o % s for o, s in zip(offset, geo.stride))
+        phases[rho] = term if rho not in phases else phases[rho] + term
+    lead = x.shape[:2]
+    empty = jnp.zeros((*lead, *q), g.dtype)
+    rhos = itertools.product(*(range(s) for s in geo.stride))
+    stacked = jnp.stack([phases.get(rho, empty) for rho in rhos], axis=-1)
+    stacked = stacked.reshape(*lead, *q, *geo.stride)  # (N, C, Q_1.., s_1..)
+    perm = [0, 1]
+    for i in range(n):
+        perm += [2 + i, 2 + n + i]
+    dx_pad = jnp.transpose(stacked, perm).reshape(*lead, *(qi * s for qi, s in zip(q, geo.stride)))
+    start = (0, 0, *(lo for lo, _ in geo.padding))
+    stop = (*lead, *(lo + size for (lo, _), size in zip(geo.padding, geo.in_spatial)))
+    return lax.slice(dx_pad, start, stop)
+
+
 # Max-pool backward, non-overlapping windows (stride == window, no padding):
 #   view x[..., :M K] as (..., M_1, K_1, ..., M_n, K_n), move the K axes last and flatten them,
 #   take jnp.argmax (first maximum, row-major), and write g through a one-hot mask; the r
@@ -139,10 +180,14 @@ def _max_pool_p_fwd(x, geo):
 
 def _max_pool_p_bwd(geo, res, g):
     x, y = res
-    # Tiles on CPU (35x faster than select_and_scatter there); on GPU the offset loop fuses into
-    # one kernel and measured 1.1x faster than autodiff on an H200, the tiles form 0.54x.
-    if geo.non_overlapping and jax.default_backend() == "cpu":
-        return (_max_pool_bwd_tiles(x, g, geo).astype(x.dtype),)
+    # CPU: tiles for tiling windows (35x faster than select_and_scatter there), the polyphase
+    # placement for other strided windows. On GPU the offset loop fuses into one kernel and
+    # measured 1.1x faster than autodiff on an H200, the tiles form 0.54x.
+    if jax.default_backend() == "cpu":
+        if geo.non_overlapping:
+            return (_max_pool_bwd_tiles(x, g, geo).astype(x.dtype),)
+        if any(s > 1 for s in geo.stride):
+            return (_max_pool_bwd_phases(x, y, g, geo).astype(x.dtype),)
     return (_max_pool_bwd_offsets(x, y, g, geo).astype(x.dtype),)
 
 
