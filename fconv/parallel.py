@@ -65,6 +65,7 @@ __all__ = [
     "replicate",
     "host_local",
     "make_parallel_train_step",
+    "make_parallel_eval_step",
 ]
 
 #: Name of the mesh axis the batch is split along.
@@ -306,9 +307,13 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     sharding = replicated_sharding(mesh)
     if sharding.is_fully_addressable:
         return jax.device_put(tree, sharding)
-    return jax.tree.map(
-        lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree
-    )
+
+    def place(a):
+        if isinstance(a, jax.Array) and a.sharding.is_equivalent_to(sharding, a.ndim):
+            return a  # already replicated over this mesh (e.g. a train step's output state)
+        return jax.make_array_from_process_local_data(sharding, np.asarray(a))
+
+    return jax.tree.map(place, tree)
 
 
 def host_local(tree: Any) -> Any:
@@ -328,6 +333,32 @@ def host_local(tree: Any) -> Any:
 
 # --------------------------------------------------------------------------------------------
 # The step.
+
+
+def make_parallel_eval_step(
+    model: Any, mesh: Mesh, *, loss: train.Loss = softmax_cross_entropy
+) -> Callable[[Any, Any, tuple[Any, Any]], dict[str, jax.Array]]:
+    """:func:`fconv.train.make_eval_step` run SPMD over ``mesh``: batch split, params replicated.
+
+    The body is :func:`fconv.train.make_eval_step_fn`, jitted with ``in_shardings``
+    ``(P(), P(), P("batch"))``; the per-example outputs come back replicated (``P()``), so every
+    process can read all of them (:func:`host_local`).
+
+    Args:
+        model, loss: As for :func:`fconv.train.make_eval_step`.
+        mesh: A mesh from :func:`make_mesh`.
+
+    Returns:
+        ``eval_step(params, model_state, batch) -> {"logits", "loss", "correct"}``, with
+        ``params`` and ``model_state`` from :func:`replicate` and ``batch`` from
+        :func:`shard_batch` (its size divisible by the number of devices).
+    """
+    replicated = replicated_sharding(mesh)
+    return jax.jit(
+        train.make_eval_step_fn(model, loss=loss),
+        in_shardings=(replicated, replicated, batch_sharding(mesh)),
+        out_shardings=replicated,
+    )
 
 
 def make_parallel_train_step(

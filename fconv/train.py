@@ -72,6 +72,7 @@ __all__ = [
     "make_train_step",
     "make_train_step_fn",
     "make_eval_step",
+    "make_eval_step_fn",
     "evaluate",
     "confusion_matrix",
     "fit",
@@ -198,6 +199,26 @@ def make_train_step(
     )
 
 
+def make_eval_step_fn(
+    model: Any, *, loss: Loss = softmax_cross_entropy
+) -> Callable[[Any, Any, tuple[Any, Any]], dict[str, jax.Array]]:
+    """The body of :func:`make_eval_step`, not jitted (``fconv.parallel`` jits it sharded)."""
+
+    def per_example(logits, y):
+        return loss(logits[None], y[None])
+
+    def eval_step(params, model_state, batch):
+        x, y = batch
+        logits, _ = model.apply(params, x, train=False, state=model_state)
+        return {
+            "logits": logits,
+            "loss": jax.vmap(per_example)(logits, y),
+            "correct": jnp.argmax(logits, axis=-1) == y,
+        }
+
+    return eval_step
+
+
 def make_eval_step(
     model: Any, *, loss: Loss = softmax_cross_entropy
 ) -> Callable[[Any, Any, tuple[Any, Any]], dict[str, jax.Array]]:
@@ -216,20 +237,7 @@ def make_eval_step(
         "loss": (N,) per-example losses, "correct": (N,) bool}``; per-example outputs let
         callers average over batches of any size (see :func:`evaluate`).
     """
-
-    def per_example(logits, y):
-        return loss(logits[None], y[None])
-
-    def eval_step(params, model_state, batch):
-        x, y = batch
-        logits, _ = model.apply(params, x, train=False, state=model_state)
-        return {
-            "logits": logits,
-            "loss": jax.vmap(per_example)(logits, y),
-            "correct": jnp.argmax(logits, axis=-1) == y,
-        }
-
-    return jax.jit(eval_step)
+    return jax.jit(make_eval_step_fn(model, loss=loss))
 
 
 @functools.lru_cache(maxsize=8)
@@ -245,8 +253,12 @@ def _cached_train_step(model, optimizer, weight_decay, loss, augment, mesh=None)
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_eval_step(model: Any, loss: Loss):
-    return make_eval_step(model, loss=loss)
+def _cached_eval_step(model: Any, loss: Loss, mesh=None):
+    if mesh is None:
+        return make_eval_step(model, loss=loss)
+    from fconv import parallel  # parallel builds on this module
+
+    return parallel.make_parallel_eval_step(model, mesh, loss=loss)
 
 
 def evaluate(
@@ -258,11 +270,15 @@ def evaluate(
     batch_size: int = 500,
     *,
     loss: Loss = softmax_cross_entropy,
+    mesh: Any = None,
 ) -> tuple[float, float, np.ndarray]:
     """Mean loss, accuracy and predicted classes over a whole split, in inference mode.
 
     The data is cut into batches of ``min(batch_size, N)`` examples; the last one is padded to
-    that size (and the padding ignored), so one compiled shape serves every batch.
+    that size (and the padding ignored), so one compiled shape serves every batch. With a
+    ``mesh`` each batch is split over its devices (the batch size rounded up to a multiple of
+    the device count, the padding again ignored) and the parameters are replicated; every
+    process must pass the same ``x`` and ``y``, and every process gets the same result.
 
     Args:
         model: A ``Layer`` returning logits ``(N, K)``.
@@ -272,6 +288,7 @@ def evaluate(
         y: int labels ``(N,)``.
         batch_size: Examples per batch, >= 1; default 500.
         loss: As for :func:`make_eval_step`.
+        mesh: Optional ``jax.sharding.Mesh`` from :func:`fconv.parallel.make_mesh`.
 
     Returns:
         ``(loss, accuracy, predictions)``: Python floats and an int64 array ``(N,)``.
@@ -287,8 +304,13 @@ def evaluate(
             f"x and y must hold the same number (>= 1) of examples, got shapes {x.shape} and "
             f"{y.shape}"
         )
-    step = _cached_eval_step(model, loss)
+    step = _cached_eval_step(model, loss, mesh)
     size = min(batch_size, n)
+    if mesh is not None:
+        from fconv import parallel  # parallel builds on this module
+
+        size = -(-size // mesh.size) * mesh.size
+        params, model_state = parallel.replicate((params, model_state), mesh)
     losses, correct, preds = [], [], []
     for start in range(0, n, size):
         xb, yb = x[start : start + size], y[start : start + size].astype(np.int32)
@@ -296,7 +318,10 @@ def evaluate(
         if m < size:  # pad the last batch to the compiled shape
             xb = np.concatenate([xb, np.zeros((size - m, *xb.shape[1:]), xb.dtype)])
             yb = np.concatenate([yb, np.zeros(size - m, np.int32)])
-        out = jax.device_get(step(params, model_state, (xb, yb)))
+        if mesh is not None:
+            xb, yb = parallel.shard_batch((xb, yb), mesh)
+        out = step(params, model_state, (xb, yb))
+        out = jax.device_get(out if mesh is None else parallel.host_local(out))
         losses.append(np.asarray(out["loss"][:m], np.float64))
         correct.append(np.asarray(out["correct"][:m]))
         preds.append(np.argmax(out["logits"][:m], axis=-1).astype(np.int64))
@@ -544,17 +569,15 @@ def fit(
         train_loss = float(loss_sum) / steps_per_epoch  # waits for the last step
         train_acc = float(acc_sum) / steps_per_epoch
         train_seconds = time.perf_counter() - t0
-        params, model_state = state.params, state.model_state
-        if mesh is not None:  # evaluated in each process on one local device
-            params, model_state = parallel.host_local((params, model_state))
-        test_loss, test_acc, _ = evaluate(
+        test_loss, test_acc, _ = evaluate(  # split over the devices, like training
             model,
-            params,
-            model_state,
+            state.params,
+            state.model_state,
             x_test,
             dataset.y_test,
             eval_batch_size,
             loss=loss,
+            mesh=mesh,
         )
         record = {
             "epoch": epoch + 1,

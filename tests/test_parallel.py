@@ -183,6 +183,18 @@ FOUR_DEVICES = textwrap.dedent(
     h1, f1 = train.fit(model, ds, devices=1, **kw)
     h4, f4 = train.fit(model, ds, **kw)
     h2, f2 = train.fit(model, ds, devices=2, **kw)
+    # Evaluation split over the devices (24 examples in batches of 10 -> 12 on 4 devices, the
+    # last one padded) equals the one-device evaluation.
+    m_eval = models.lenet5(4, (1, 8, 8))
+    p_eval = m_eval.init(jax.random.key(1), (-1, 1, 8, 8))[1]
+    xs, ys = ds.x_train[:24], ds.y_train[:24]
+    st_eval = m_eval.init_state((-1, 1, 8, 8))
+    e1 = train.evaluate(m_eval, p_eval, st_eval, xs, ys, 10)
+    e4 = train.evaluate(m_eval, p_eval, st_eval, xs, ys, 10, mesh=mesh)
+    out["evaluate"] = {
+        "loss": abs(e1[0] - e4[0]), "acc": [e1[1], e4[1]],
+        "preds_equal": bool(np.array_equal(e1[2], e4[2])), "n": int(e4[2].shape[0]),
+    }
     out["fit"] = {
         "params_4": max_rel_err(f1.params, f4.params),
         "params_2": max_rel_err(f1.params, f2.params),
@@ -246,6 +258,12 @@ def test_batch_not_divisible_by_the_devices_is_a_value_error(four_devices):
         "the number of devices asked for (5) must be <= the number available (4)"
     )
     assert errors["ragged"].startswith("every leaf of batch must have the same first (batch) axis")
+
+
+def test_evaluation_split_over_four_devices_equals_one_device(four_devices):
+    r = four_devices["evaluate"]
+    assert r["n"] == 24 and r["preds_equal"], r
+    assert r["loss"] <= 1e-6 and r["acc"][0] == r["acc"][1], r
 
 
 def test_fit_on_two_and_four_devices_matches_one_device(four_devices):
