@@ -443,8 +443,11 @@ def _rebuild_like(name: str, template: Any, stored: dict[str, np.ndarray], keys:
 def _check_trees(trees: Any) -> tuple[str, ...]:
     if trees is None:
         return _TREES
-    if isinstance(trees, str) or not all(isinstance(t, str) for t in trees):
-        raise TypeError(f"trees must be a sequence of tree names, got {trees!r}")
+    if isinstance(trees, str) or not isinstance(trees, Sequence):
+        raise TypeError(f"trees must be a sequence of tree names (e.g. a tuple), got {trees!r}")
+    trees = tuple(trees)
+    if not trees or not all(isinstance(t, str) for t in trees):
+        raise TypeError(f"trees must be one or more tree names from {_TREES}, got {trees!r}")
     unknown = sorted(set(trees) - set(_TREES))
     if unknown:
         raise ValueError(f"trees has unknown names {unknown}; expected a subset of {_TREES}")

@@ -97,6 +97,24 @@ def test_dtypes_follow_the_input_and_the_params(dtype):
     assert (dx.dtype, ds.dtype, db.dtype) == (dtype, jnp.float32, jnp.float32)
 
 
+def test_float16_backward_stays_finite_with_many_entries_and_large_gradients():
+    # M = 64 * 32 * 32 = 65536 exceeds float16's range: the rule only ever divides by M and
+    # keeps its sums in float32, so the gradient stays finite and close to autodiff's.
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((64, 2, 32, 32)), jnp.float16)
+    g = jnp.asarray(rng.standard_normal(x.shape) * 64, jnp.float16)
+    ones, zeros = jnp.ones(2, jnp.float32), jnp.zeros(2, jnp.float32)
+    cts = (g, jnp.zeros(2, jnp.float16), jnp.zeros(2, jnp.float16))
+    grads = {
+        vjp: jax.vjp(functools.partial(batch_norm, vjp=vjp), x, ones, zeros)[1](cts)
+        for vjp in ("custom", "autodiff")
+    }
+    dx = np.asarray(grads["custom"][0], np.float32)
+    assert np.isfinite(dx).all()
+    want = np.asarray(grads["autodiff"][0], np.float32)
+    np.testing.assert_allclose(dx, want, atol=0.05 * np.abs(want).max())
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -115,3 +133,20 @@ def test_bad_arguments_raise_value_error(call, match):
 def test_integer_input_raises():
     with pytest.raises(DTypeError):
         batch_norm(jnp.ones((2, 3), jnp.int32), jnp.ones(3), jnp.ones(3))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(axis=1.0), "`axis` must be an int"),
+        (dict(eps=jnp.float32(1e-5)), "`eps` must be a Python or NumPy number"),
+    ],
+)
+def test_malformed_arguments_raise_type_error(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        batch_norm(jnp.ones((2, 3)), jnp.ones(3), jnp.zeros(3), **kwargs)
+
+
+def test_scale_and_bias_may_be_lists():
+    y, _, _ = batch_norm(jnp.arange(6.0).reshape(2, 3), [1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(y, [[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], atol=1e-5)

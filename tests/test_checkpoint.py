@@ -267,5 +267,6 @@ def test_restore_only_some_trees_needs_no_optimizer_template(tmp_path):
     assert ck.opt_state is None and ck.step == 3
     with pytest.raises(ValueError, match=r"trees has unknown names \['optimizer'\]"):
         checkpoint.restore(tmp_path, trees=("params", "optimizer"))
-    with pytest.raises(TypeError, match="sequence of tree names"):
-        checkpoint.restore(tmp_path, trees="params")
+    for bad in ("params", (t for t in ["params"]), (), 5):
+        with pytest.raises(TypeError, match="trees must be"):
+            checkpoint.restore(tmp_path, trees=bad)

@@ -534,6 +534,8 @@ def test_single_channel_convolution_by_patch_matrix_product_on_cpu(kernel, kw):
     assert _geometry((9, 8), kernel, 1, "VALID", 1, 1, None, in_channels=1).patch_matmul == cpu
     assert not _geometry((9, 8), (3, 3), 1, "VALID", 1, 1, None, in_channels=2).patch_matmul
     assert not _geometry((9, 8), (6, 6), 1, "VALID", 1, 1, None, in_channels=1).patch_matmul
+    # a large image would make the patches (25 copies of the input) a memory cost: not taken
+    assert not _geometry((512, 512), (5, 5), 1, "SAME", 1, 1, None, in_channels=1).patch_matmul
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 1, 11, 9))
     w = rng.standard_normal((4, 1, *kernel))

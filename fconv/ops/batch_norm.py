@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from fconv.ops import _canon
@@ -48,28 +49,32 @@ def _batch_norm_p_fwd(x, scale, bias, ax, eps):
 
 # Backward, with S = sum over the M entries of one channel and x_hat recomputed from (x, mu, inv):
 #   d bias  = S g                      d scale = S (g x_hat)
-#   dx      = (scale inv / M) (M g - d bias - x_hat d scale)      (through y; the mean and the
+#   dx      = scale inv (g - d bias / M - x_hat d scale / M)     (through y; the mean and the
 #             variance of x_hat are fixed, hence the two projections)
 #           + g_mu / M + 2 g_v (x - mu) / M                       (through the returned mu, v)
 # Two reductions (fused into one pass over g and x) and one elementwise pass; autodiff of the
-# forward takes four reductions and keeps x - mu, its square and x_hat alive.
+# forward takes four reductions and keeps x - mu, its square and x_hat alive. The sums and the
+# per-channel coefficients are kept in float32 for float16/bfloat16 inputs (M alone can exceed
+# float16's range), and M only ever divides.
 def _batch_norm_p_bwd(ax, eps, res, cts):
     del eps
     x, mean, inv, scale, bias = res
     g, g_mean, g_var = cts
+    acc = jnp.promote_types(x.dtype, jnp.float32)
     reduce = tuple(i for i in range(x.ndim) if i != ax)
     m = x.size // x.shape[ax]
     centred = x - _per_channel(mean, ax, x.ndim, x.dtype)
     x_hat = centred * _per_channel(inv, ax, x.ndim, x.dtype)
-    d_bias = jnp.sum(g, axis=reduce)
-    d_scale = jnp.sum(g * x_hat, axis=reduce)
-    dx = _per_channel(scale * inv / m, ax, x.ndim, x.dtype) * (
-        m * g
-        - _per_channel(d_bias, ax, x.ndim, x.dtype)
-        - x_hat * _per_channel(d_scale, ax, x.ndim, x.dtype)
+    d_bias = jnp.sum(g, axis=reduce, dtype=acc)
+    d_scale = jnp.sum(g * x_hat, axis=reduce, dtype=acc)
+    gain = scale.astype(acc) * inv.astype(acc)
+    dx = _per_channel(gain, ax, x.ndim, x.dtype) * (
+        g
+        - _per_channel(d_bias / m, ax, x.ndim, x.dtype)
+        - x_hat * _per_channel(d_scale / m, ax, x.ndim, x.dtype)
     )
-    dx = dx + _per_channel(g_mean / m, ax, x.ndim, x.dtype)
-    dx = dx + centred * _per_channel(2.0 * g_var / m, ax, x.ndim, x.dtype)
+    dx = dx + _per_channel(g_mean.astype(acc) / m, ax, x.ndim, x.dtype)
+    dx = dx + centred * _per_channel(2.0 * g_var.astype(acc) / m, ax, x.ndim, x.dtype)
     return dx, d_scale.astype(scale.dtype), d_bias.astype(bias.dtype)
 
 
@@ -103,10 +108,17 @@ def batch_norm(
     Raises:
       ValueError: ``axis`` names the batch axis or is out of range, ``scale``/``bias`` are not
         ``(C,)``, or ``eps <= 0``.
-      TypeError: integer ``x`` (``DTypeError``).
+      TypeError: integer ``x``, ``scale`` or ``bias`` (``DTypeError``), a non-int ``axis``, or an
+        ``eps`` that is not a static number.
     """
     _canon.check_vjp_mode(vjp)
     x = _canon.check_float_array(x, "x")
+    scale = _canon.check_float_array(scale, "scale")
+    bias = _canon.check_float_array(bias, "bias")
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"`axis` must be an int, got {axis!r}.")
+    if not isinstance(eps, (int, float, np.integer, np.floating)) or isinstance(eps, bool):
+        raise TypeError(f"`eps` must be a Python or NumPy number (static), got {eps!r}.")
     if x.ndim < 2 or not -x.ndim < axis < x.ndim or axis % x.ndim == 0:
         raise ValueError(
             f"`axis` (={axis}) must name a non-batch axis of `x`, got x.shape = {tuple(x.shape)}."

@@ -69,7 +69,8 @@ class ConvGeometry(NamedTuple):
         what they return); 1 for a 2-D, ungrouped convolution with an odd number (> 1) of input
         channels on CPU, where XLA runs those convolutions 2-3x slower than with one more.
       patch_matmul: compute the forward and the weight gradient as matrix products over the
-        input's patches (2-D, one input channel, at most 25 kernel taps, on CPU).
+        input's patches (2-D, one input channel, at most 25 kernel taps and 2^18 patch entries
+        per example, on CPU).
     """
 
     in_spatial: tuple[int, ...]
@@ -184,8 +185,9 @@ def _pad_channels(a: jax.Array, count: int) -> jax.Array:
     )
 
 
-# Small patches on CPU (geo.patch_matmul: one input channel, K_1 K_2 <= 25, e.g. LeNet's first
-# layer): the convolution as one matrix product over the patches P (N, J, M), J = C K_1 K_2,
+# Small patches on CPU (geo.patch_matmul: one input channel, K_1 K_2 <= 25, at most 2^18 patch
+# entries per example; e.g. LeNet's first layer): the convolution as one matrix product over the
+# patches P (N, J, M), J = C K_1 K_2,
 #   y[n, o, m]  = sum_j P[n, j, m] W[o, j]           ([n, j, m][o, j] -> [n, m, o] -> [n, o, m])
 #   dW[o, j]    = sum_{n, m} g[n, o, m] P[n, j, m]   ([n, o, m][n, j, m] -> [o, j])
 # (the input gradient keeps the flipped-kernel convolution). XLA's CPU convolution is poor at
@@ -497,12 +499,23 @@ def _in_channel_pad(in_channels: int | None, groups: int, ndim: int) -> int:
     return 1 if in_channels > 1 and in_channels % 2 == 1 else 0
 
 
+# The patches hold K_1 K_2 copies of the input: at most 2^18 patch entries per example (4 x 4
+# taps of a 128 x 128 image, 25 taps of 100 x 100) keep that extra memory small.
+_PATCH_ENTRIES_PER_EXAMPLE = 2**18
+
+
 def _use_patch_matmul(
-    in_channels: int | None, kernel_spatial: Sequence[int], groups: int, ndim: int
+    in_channels: int | None,
+    kernel_spatial: Sequence[int],
+    groups: int,
+    ndim: int,
+    out_spatial: Sequence[int],
 ) -> bool:
     if in_channels is None or groups != 1 or ndim != 2 or jax.default_backend() != "cpu":
         return False
-    return in_channels == 1 and math.prod(kernel_spatial) <= 25
+    taps = math.prod(kernel_spatial)
+    small = taps * math.prod(out_spatial) <= _PATCH_ENTRIES_PER_EXAMPLE
+    return in_channels == 1 and taps <= 25 and small
 
 
 def _geometry(
@@ -539,7 +552,13 @@ def _geometry(
         _strided_input_grad_mode(),
         _use_depthwise_taps(depthwise),
         _in_channel_pad(in_channels, groups, n),
-        _use_patch_matmul(in_channels, kernel_spatial, groups, n),
+        _use_patch_matmul(
+            in_channels,
+            kernel_spatial,
+            groups,
+            n,
+            [_canon.output_size(*a) for a in zip(in_spatial, dilated, stride, pads)],
+        ),
     )
 
 
@@ -891,7 +910,7 @@ def conv_transpose(
         _strided_input_grad_mode(),
         _use_depthwise_taps(_is_depthwise(w, groups)),
         _in_channel_pad(w.shape[1] * groups, groups, n),
-        _use_patch_matmul(w.shape[1] * groups, kernel, groups, n),
+        _use_patch_matmul(w.shape[1] * groups, kernel, groups, n, m),
     )
     with jax.named_scope("fconv.conv_transpose"):
         y = _IMPLS[vjp][1](x, w, geo)
