@@ -518,8 +518,32 @@ _positive_float = _typed(float, lambda v: v > 0 and np.isfinite(v), "a number > 
 _nonneg_float = _typed(float, lambda v: v >= 0 and np.isfinite(v), "a number >= 0")
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Runs ``benchmarks.run`` (the suite lives in a source checkout, not in the package).
+
+    ``main`` passes everything after ``bench`` through untouched (argparse would otherwise read
+    ``--quick`` as an option of ``fconv`` itself).
+    """
+    try:
+        from benchmarks import run as bench_run
+    except ImportError:
+        sys.path.insert(0, os.getcwd())
+        try:
+            from benchmarks import run as bench_run
+        except ImportError:
+            raise UsageError(
+                "the benchmark suite is the benchmarks/ folder of a source checkout of fconv: run "
+                "`fconv bench` (or `python -m benchmarks.run`) from the repository root"
+            ) from None
+    try:
+        bench_run.main(list(args.bench_args))
+    except SystemExit as e:  # its own --help or a usage error, already printed
+        return e.code if isinstance(e.code, int) else 0
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``fconv`` argument parser with its four subcommands."""
+    """The ``fconv`` argument parser with its subcommands."""
     parser = _Parser(
         prog="fconv",
         description="Functional convolutional networks for JAX with hand-written backward rules.",
@@ -602,6 +626,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="C H W of one input (default: the model's own, e.g. 3 32 32 for vgg_small)",
     )
     p.set_defaults(func=_cmd_receptive_field)
+
+    p = sub.add_parser(
+        "bench",
+        help="the benchmark suite (python -m benchmarks.run), from a source checkout",
+        description="Run benchmarks.run with the remaining arguments, e.g. `fconv bench --quick "
+        "--json out.json` or `fconv bench --sections ops`; `fconv bench --help` lists them.",
+        add_help=False,
+    )
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for benchmarks.run")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
@@ -616,8 +650,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing file or directory, mismatching checkpoint), 130 on Ctrl-C.
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        if argv[:1] == ["bench"]:
+            args = argparse.Namespace(command="bench", func=_cmd_bench, bench_args=argv[1:])
+        else:
+            args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return e.code if isinstance(e.code, int) else 0
     prog = f"fconv {args.command}"

@@ -249,3 +249,13 @@ def test_fast_cpu_flag_trains_in_a_fresh_process(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "final test accuracy" in done.stdout
     assert (out / "metrics.jsonl").exists()
+
+
+def test_bench_passes_its_arguments_to_the_benchmark_suite(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = cli.main(["bench", "--sections", "throughput", "--quick", "--json", str(out)])
+    assert rc == 0
+    rows = json.loads(out.read_text())["throughput"]
+    assert rows[0]["model"] == "lenet5" and rows[0]["images_per_sec"] > 0
+    assert "fconv train on the digits" in capsys.readouterr().out
+    assert cli.main(["bench", "--sections", "nonsense"]) == 2  # its own usage error
