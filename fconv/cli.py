@@ -346,6 +346,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 # gradcheck
 
 
+def _batch_norm_all_outputs(x, scale, bias, *, axis: int = 1, vjp: str = "custom"):
+    """``y + mean + var`` (per channel, broadcast): one array whose cotangent reaches all three
+    outputs of ``ops.batch_norm``, so gradcheck covers every path of its rule."""
+    from fconv.ops import batch_norm
+
+    y, mean, var = batch_norm(x, scale, bias, axis=axis, vjp=vjp)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    return y + (mean + var).reshape(shape)
+
+
 def _gradcheck_cases() -> list[tuple[str, str, Callable[..., Any], Callable[..., Any], tuple, str]]:
     """(op, config, custom fn, autodiff fn, float64 args, reference mode) rows."""
     from fconv.ops import avg_pool, conv, conv_transpose, max_pool
@@ -407,6 +418,10 @@ def _gradcheck_cases() -> list[tuple[str, str, Callable[..., Any], Callable[...,
         "vjp", window=3, stride=1, padding=1, count_include_pad=False)  # fmt: skip
     add("avg_pool", "1-D window 4, stride 3", avg_pool, (randn(2, 3, 13),),
         "vjp", window=4, stride=3)  # fmt: skip
+    add("batch_norm", "NCHW, y + mean + var", _batch_norm_all_outputs,
+        (randn(3, 4, 5, 5) * 2 + 1, randn(4), randn(4)), "vjp")  # fmt: skip
+    add("batch_norm", "channels last (axis -1)", _batch_norm_all_outputs,
+        (randn(6, 3, 7), randn(7), randn(7)), "vjp", axis=-1)  # fmt: skip
     return rows
 
 
@@ -580,14 +595,15 @@ def build_parser() -> argparse.ArgumentParser:
         "gradcheck",
         help="check the hand-written VJPs against autodiff and finite differences",
         description="Run fconv.testing.check_vjp in float64 over a fixed set of conv, "
-        "conv_transpose, max_pool and avg_pool configurations (strided, padded, dilated, "
-        "grouped, overlapping pools) and print a table. Exit status 1 if any check fails.",
+        "conv_transpose, max_pool, avg_pool and batch_norm configurations (strided, padded, "
+        "dilated, grouped, overlapping pools) and print a table. Exit status 1 if any check "
+        "fails.",
     )
     p.add_argument(
         "--op",
         action="append",
-        choices=("conv", "conv_transpose", "max_pool", "avg_pool"),
-        help="check only this op (repeatable; default all four)",
+        choices=("conv", "conv_transpose", "max_pool", "avg_pool", "batch_norm"),
+        help="check only this op (repeatable; default all five)",
     )
     p.set_defaults(func=_cmd_gradcheck)
 

@@ -181,9 +181,9 @@ def test_gradcheck_of_the_pools_passes(capsys):
 def test_gradcheck_of_every_op_passes(capsys):
     assert cli.main(["gradcheck"]) == 0
     out = capsys.readouterr().out
-    for op in ("conv ", "conv_transpose", "max_pool", "avg_pool"):
+    for op in ("conv ", "conv_transpose", "max_pool", "avg_pool", "batch_norm"):
         assert op in out
-    assert "15/15 passed" in out and "groups 2" in out and "dilation 2" in out
+    assert "17/17 passed" in out and "groups 2" in out and "dilation 2" in out
 
 
 def test_gradcheck_reports_a_wrong_rule_and_exits_1(monkeypatch, capsys):
