@@ -13,4 +13,4 @@ python3 -m benchmarks.run --sections ops,train --peers flax,equinox,haiku \
   --json "$out/gpu.json" 2>&1 | tee "$out/bench.md"
 # Tests: TF32 would loosen float32 convolutions past the CPU tolerances, so ask for full precision.
 XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_DEFAULT_MATMUL_PRECISION=highest timeout 200 python3 -m pytest -q -x -p no:cacheprovider \
-  -n 4 tests/test_conv.py tests/test_pooling.py tests/test_batch_norm.py 2>  -n 4 tests/test_conv.py tests/test_pooling.py 2>&11 | tail -15 | tee "$out/tests.txt"
+  -n 4 tests/test_conv.py tests/test_pooling.py tests/test_batch_norm.py 2>&1 | tail -15 | tee "$out/tests.txt"
