@@ -150,3 +150,19 @@ def test_malformed_arguments_raise_type_error(kwargs, match):
 def test_scale_and_bias_may_be_lists():
     y, _, _ = batch_norm(jnp.arange(6.0).reshape(2, 3), [1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
     np.testing.assert_allclose(y, [[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], atol=1e-5)
+
+
+def test_batchnorm_layer_trains_through_the_hand_written_rule():
+    from fconv.layers import BatchNorm, default_vjp
+
+    x = jnp.ones((4, 3, 2, 2))
+    for vjp, expected in (("custom", True), ("autodiff", False)):
+        with default_vjp(vjp):
+            layer = BatchNorm()
+        _, params = layer.init(jax.random.key(0), x.shape)
+
+        def loss(params, layer=layer):
+            return layer.apply(params, x, train=True, state=layer.init_state(x.shape))[0].sum()
+
+        jaxpr = str(jax.make_jaxpr(loss)(params))
+        assert ("custom_vjp_call" in jaxpr) == expected, vjp

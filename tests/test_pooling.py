@@ -257,3 +257,13 @@ def test_polyphase_backward_routes_exactly_like_the_offset_loop(cfg):
     np.testing.assert_array_equal(
         _max_pool_bwd_phases(x, y, g, geo), _max_pool_bwd_offsets(x, y, g, geo)
     )
+
+
+def test_cpu_pools_use_the_slice_forms_and_the_autodiff_twins_keep_reduce_window():
+    x = jnp.zeros((2, 3, 8, 8))
+    for op in (max_pool, avg_pool):
+        custom = str(jax.make_jaxpr(lambda x, op=op: jax.vjp(lambda x: op(x, 3, 2), x))(x))
+        twin = str(jax.make_jaxpr(lambda x, op=op: op(x, 3, 2, vjp="autodiff"))(x))
+        assert "reduce_window" in twin
+        if jax.default_backend() == "cpu":
+            assert "reduce_window" not in custom and "select_and_scatter" not in custom
