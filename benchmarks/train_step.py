@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.timing import compile_stats, time_fn, time_interleaved
+from benchmarks.timing import compile_stats, time_interleaved
 from fconv import losses, models, optim
 from fconv.layers import default_vjp
 
@@ -57,11 +57,6 @@ def _donating_once(step, args):
         return loss
 
     return once
-
-
-def _time_donating(step, args, iters: int) -> float:
-    """Times a donating step by threading its outputs back in (donated buffers are consumed)."""
-    return time_fn(_donating_once(step, args), iters=iters)
 
 
 def run(

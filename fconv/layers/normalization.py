@@ -15,6 +15,7 @@ from jax import lax
 
 from fconv import ops
 from fconv.layers import base
+from fconv.ops import _canon
 
 __all__ = ["BatchNorm", "GroupNorm", "LayerNorm"]
 
@@ -28,16 +29,9 @@ def _channel_axis(axis: int, shape: tuple[int, ...], where: str) -> int:
     return axis % len(shape)
 
 
-def _broadcast(v: jax.Array, ax: int, ndim: int, dtype: Any) -> jax.Array:
-    """``(C,)`` -> shape with C at ``ax`` and 1 elsewhere (explicit: no rank promotion)."""
-    shape = [1] * ndim
-    shape[ax] = v.shape[0]
-    return v.astype(dtype).reshape(shape)
-
-
 def _affine(x_hat: jax.Array, params: dict, ax: int) -> jax.Array:
-    scale = _broadcast(params["scale"], ax, x_hat.ndim, x_hat.dtype)
-    return x_hat * scale + _broadcast(params["b"], ax, x_hat.ndim, x_hat.dtype)
+    scale = _canon.per_channel(params["scale"], ax, x_hat.ndim, x_hat.dtype)
+    return x_hat * scale + _canon.per_channel(params["b"], ax, x_hat.ndim, x_hat.dtype)
 
 
 def _affine_init(where, axis, param_dtype, extra_check=None):
@@ -125,8 +119,10 @@ def BatchNorm(
                 )
             else:
                 mean, var = state["mean"], state["var"]
-                inv = lax.rsqrt(_broadcast(var, ax, x.ndim, x.dtype) + jnp.asarray(eps, x.dtype))
-                y = _affine((x - _broadcast(mean, ax, x.ndim, x.dtype)) * inv, params, ax)
+                inv = lax.rsqrt(
+                    _canon.per_channel(var, ax, x.ndim, x.dtype) + jnp.asarray(eps, x.dtype)
+                )
+                y = _affine((x - _canon.per_channel(mean, ax, x.ndim, x.dtype)) * inv, params, ax)
         if state is None:
             return y
         if not train:

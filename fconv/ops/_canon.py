@@ -111,6 +111,16 @@ def kernel_to_hwio(w: jnp.ndarray) -> jnp.ndarray:
     return jnp.transpose(w, (*range(2, n + 2), 1, 0))
 
 
+def per_channel(v: jnp.ndarray, axis: int, ndim: int, dtype: Any) -> jnp.ndarray:
+    """``(C,)`` -> an ``ndim``-array with C at ``axis`` and 1 elsewhere, cast to ``dtype``.
+
+    An explicit reshape, so broadcasting against the data needs no rank promotion.
+    """
+    shape = [1] * ndim
+    shape[axis] = v.shape[0]
+    return v.astype(dtype).reshape(shape)
+
+
 def resolve_padding(
     padding: Padding,
     in_spatial: Sequence[int],

@@ -8,7 +8,6 @@ Per channel c (the ``axis``), over the M = N * spatial other entries:
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,21 +19,14 @@ from fconv.ops import _canon
 __all__ = ["batch_norm"]
 
 
-def _per_channel(v: jax.Array, ax: int, ndim: int, dtype: Any) -> jax.Array:
-    """``(C,)`` -> C at ``ax``, 1 elsewhere (explicit reshape: no rank promotion)."""
-    shape = [1] * ndim
-    shape[ax] = v.shape[0]
-    return v.astype(dtype).reshape(shape)
-
-
 def _forward(x, scale, bias, ax: int, eps: float):
     reduce = tuple(i for i in range(x.ndim) if i != ax)
     mean = jnp.mean(x, axis=reduce)
-    centred = x - _per_channel(mean, ax, x.ndim, x.dtype)
+    centred = x - _canon.per_channel(mean, ax, x.ndim, x.dtype)
     var = jnp.mean(jnp.square(centred), axis=reduce)
     inv = lax.rsqrt(var + jnp.asarray(eps, var.dtype))
-    y = centred * _per_channel(inv * scale, ax, x.ndim, x.dtype)
-    return (y + _per_channel(bias, ax, x.ndim, x.dtype), mean, var), (x, mean, inv)
+    y = centred * _canon.per_channel(inv * scale, ax, x.ndim, x.dtype)
+    return (y + _canon.per_channel(bias, ax, x.ndim, x.dtype), mean, var), (x, mean, inv)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -63,18 +55,18 @@ def _batch_norm_p_bwd(ax, eps, res, cts):
     acc = jnp.promote_types(x.dtype, jnp.float32)
     reduce = tuple(i for i in range(x.ndim) if i != ax)
     m = x.size // x.shape[ax]
-    centred = x - _per_channel(mean, ax, x.ndim, x.dtype)
-    x_hat = centred * _per_channel(inv, ax, x.ndim, x.dtype)
+    centred = x - _canon.per_channel(mean, ax, x.ndim, x.dtype)
+    x_hat = centred * _canon.per_channel(inv, ax, x.ndim, x.dtype)
     d_bias = jnp.sum(g, axis=reduce, dtype=acc)
     d_scale = jnp.sum(g * x_hat, axis=reduce, dtype=acc)
     gain = scale.astype(acc) * inv.astype(acc)
-    dx = _per_channel(gain, ax, x.ndim, x.dtype) * (
+    dx = _canon.per_channel(gain, ax, x.ndim, x.dtype) * (
         g
-        - _per_channel(d_bias / m, ax, x.ndim, x.dtype)
-        - x_hat * _per_channel(d_scale / m, ax, x.ndim, x.dtype)
+        - _canon.per_channel(d_bias / m, ax, x.ndim, x.dtype)
+        - x_hat * _canon.per_channel(d_scale / m, ax, x.ndim, x.dtype)
     )
-    dx = dx + _per_channel(g_mean.astype(acc) / m, ax, x.ndim, x.dtype)
-    dx = dx + centred * _per_channel(2.0 * g_var.astype(acc) / m, ax, x.ndim, x.dtype)
+    dx = dx + _canon.per_channel(g_mean.astype(acc) / m, ax, x.ndim, x.dtype)
+    dx = dx + centred * _canon.per_channel(2.0 * g_var.astype(acc) / m, ax, x.ndim, x.dtype)
     return dx, d_scale.astype(scale.dtype), d_bias.astype(bias.dtype)
 
 

@@ -541,7 +541,7 @@ def _geometry(
     dilated = tuple(d * (k - 1) + 1 for k, d in zip(kernel_spatial, dilation))
     pads = _canon.resolve_padding(padding, in_spatial, dilated, stride)
     _canon.check_window_fits(in_spatial, dilated, pads, "kernel")
-    return ConvGeometry(
+    geo = ConvGeometry(
         tuple(in_spatial),
         tuple(kernel_spatial),
         stride,
@@ -552,14 +552,10 @@ def _geometry(
         _strided_input_grad_mode(),
         _use_depthwise_taps(depthwise),
         _in_channel_pad(in_channels, groups, n),
-        _use_patch_matmul(
-            in_channels,
-            kernel_spatial,
-            groups,
-            n,
-            [_canon.output_size(*a) for a in zip(in_spatial, dilated, stride, pads)],
-        ),
     )
+    # The patch path's memory cap needs the output size, which the geometry computes.
+    patch = _use_patch_matmul(in_channels, kernel_spatial, groups, n, geo.out_spatial)
+    return geo._replace(patch_matmul=patch)
 
 
 def _check_groups(groups: Any) -> int:

@@ -85,18 +85,25 @@ def _max_forward(x: jax.Array, geo: PoolGeometry) -> jax.Array:
 # jax.grad of reduce_window max, with select = ">=") does; padding is -inf; overlapping windows
 # add up. Loop over the K_1 ... K_n window offsets (unrolled at trace time): the strided slice
 # x_pad[o + s m] is the window's value at offset o; "taken" marks windows already routed.
-def _max_pool_bwd_offsets(x: jax.Array, y: jax.Array, g: jax.Array, geo: PoolGeometry):
+def _routed_by_offset(x: jax.Array, y: jax.Array, g: jax.Array, geo: PoolGeometry):
+    """Yields ``(offset, g where offset o is its window's first maximum, else 0)``, shape of y."""
     neg_inf = jnp.asarray(-jnp.inf, x.dtype)
     x_pad = lax.pad(x, neg_inf, [(0, 0, 0), (0, 0, 0), *((lo, hi, 0) for lo, hi in geo.padding)])
     taken = jnp.zeros(y.shape, bool)
-    dx = jnp.zeros(x.shape, g.dtype)
     zero = jnp.zeros((), g.dtype)
     for offset in itertools.product(*(range(k) for k in geo.window)):
         limit = [o + (m - 1) * s + 1 for o, m, s in zip(offset, y.shape[2:], geo.stride)]
         v = lax.slice(x_pad, (0, 0, *offset), (*x.shape[:2], *limit), (1, 1, *geo.stride))
         hit = (v == y) & ~taken
         taken = taken | hit
-        dx = dx + place_back(jnp.where(hit, g, zero), offset, geo)
+        yield offset, jnp.where(hit, g, zero)
+
+
+# ... each routed slice placed back over the input with a strided lax.pad, summed.
+def _max_pool_bwd_offsets(x: jax.Array, y: jax.Array, g: jax.Array, geo: PoolGeometry):
+    dx = jnp.zeros(x.shape, g.dtype)
+    for offset, routed in _routed_by_offset(x, y, g, geo):
+        dx = dx + place_back(routed, offset, geo)
     return dx
 
 
@@ -110,21 +117,15 @@ def _max_pool_bwd_offsets(x: jax.Array, y: jax.Array, g: jax.Array, geo: PoolGeo
 # size.
 def _max_pool_bwd_phases(x: jax.Array, y: jax.Array, g: jax.Array, geo: PoolGeometry):
     n = len(geo.window)
-    neg_inf = jnp.asarray(-jnp.inf, x.dtype)
     zero = jnp.zeros((), g.dtype)
-    x_pad = lax.pad(x, neg_inf, [(0, 0, 0), (0, 0, 0), *((lo, hi, 0) for lo, hi in geo.padding)])
-    q = [-(-size // s) for size, s in zip(x_pad.shape[2:], geo.stride)]
+    padded = [size + lo + hi for size, (lo, hi) in zip(geo.in_spatial, geo.padding)]
+    q = [-(-size // s) for size, s in zip(padded, geo.stride)]
     phases: dict[tuple[int, ...], jax.Array] = {}
-    taken = jnp.zeros(y.shape, bool)
-    for offset in itertools.product(*(range(k) for k in geo.window)):
-        limit = [o + (m - 1) * s + 1 for o, m, s in zip(offset, y.shape[2:], geo.stride)]
-        v = lax.slice(x_pad, (0, 0, *offset), (*x.shape[:2], *limit), (1, 1, *geo.stride))
-        hit = (v == y) & ~taken
-        taken = taken | hit
+    for offset, routed in _routed_by_offset(x, y, g, geo):
         shift = [o // s for o, s in zip(offset, geo.stride)]
         pads = [(0, 0, 0), (0, 0, 0)]
         pads += [(sh, qi - m - sh, 0) for sh, qi, m in zip(shift, q, y.shape[2:])]
-        term = lax.pad(jnp.where(hit, g, zero), zero, pads)
+        term = lax.pad(routed, zero, pads)
         rho = tuple(o % s for o, s in zip(offset, geo.stride))
         phases[rho] = term if rho not in phases else phases[rho] + term
     lead = x.shape[:2]
