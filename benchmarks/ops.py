@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from benchmarks.timing import time_fn, time_interleaved
+from benchmarks.timing import time_interleaved
 from fconv.ops import avg_pool, conv, conv_transpose, max_pool
 
 
@@ -123,9 +123,12 @@ def run_layouts(quick: bool = False, iters: int = 10) -> list[dict[str, Any]]:
     rows = []
     for case in cases(quick):
         row = dict(name=case["name"])
+        calls = {}
         for layout in ("channels_first", "channels_last"):
             _, fwd_bwd, _, _, _, args = _timers(case["op"], case["args"], "custom", layout)
-            row[f"{layout}_ms"] = time_fn(fwd_bwd, *args, iters=iters)
+            calls[layout] = functools.partial(fwd_bwd, *args)
+        for layout, ms in time_interleaved(calls, iters=iters).items():
+            row[f"{layout}_ms"] = ms
         row["nchw_over_nhwc"] = row["channels_first_ms"] / row["channels_last_ms"]
         rows.append(row)
     return rows

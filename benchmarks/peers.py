@@ -3,8 +3,9 @@
 ``peer_train_steps(model, batch, input_shape)`` returns ``{peer: step}`` where each ``step()``
 runs one training step (forward, mean softmax cross-entropy, backward, SGD with momentum 0.9 and
 learning rate 0.01), keeps the updated parameters / optimizer state / BatchNorm running statistics
-in its closure, blocks until the new parameters are ready and returns the step's loss (computed
-before the update) as a Python ``float``. Callers that only time the step can ignore the value.
+in its closure and returns the step's loss (computed before the update): a 0-d JAX array for the
+JAX peers, which dispatch asynchronously like any jitted call (``jax.block_until_ready`` it to
+wait for the step), and a Python ``float`` for torch, whose CPU steps are synchronous.
 
 Peers (each present only when its libraries import, so this module imports with none of them):
 
@@ -96,7 +97,7 @@ def _flat_features(model: str, h: int, w: int) -> int:
 # ----------------------------------------------------------------------------------------- JAX
 
 
-def _jax_step(loss_fn: Callable, params: Any, state: Any, x: Any, y: Any) -> Callable[[], float]:
+def _jax_step(loss_fn: Callable, params: Any, state: Any, x: Any, y: Any) -> Callable[[], Any]:
     """A jitted SGD-momentum step of ``loss_fn(params, state, x, y) -> (loss, new_state)``."""
     opt = optax.sgd(LR, momentum=MOMENTUM)
 
@@ -109,10 +110,10 @@ def _jax_step(loss_fn: Callable, params: Any, state: Any, x: Any, y: Any) -> Cal
     carry = [params, state, jax.jit(opt.init)(params)]
     x, y = jnp.asarray(x), jnp.asarray(y)
 
-    def step() -> float:
+    def step() -> Any:
         params, state, opt_state, loss = update(*carry, x, y)
-        carry[:] = [jax.block_until_ready(params), state, opt_state]
-        return float(loss)
+        carry[:] = [params, state, opt_state]
+        return loss
 
     return step
 
@@ -343,7 +344,7 @@ def _torch_step(model, x, y, num_classes, seed, channels_last: bool) -> Callable
 
 # ----------------------------------------------------------------------------------------- API
 
-_BUILDERS: dict[str, Callable[..., Callable[[], float]]] = {
+_BUILDERS: dict[str, Callable[..., Callable[[], Any]]] = {
     "flax": _flax_step,
     "equinox": _equinox_step,
     "haiku": _haiku_step,
@@ -360,7 +361,7 @@ def peer_train_steps(
     seed: int = 0,
     *,
     peers: Sequence[str] | None = None,
-) -> dict[str, Callable[[], float]]:
+) -> dict[str, Callable[[], Any]]:
     """One training-step callable per available peer library for ``model``.
 
     Args:
@@ -372,9 +373,9 @@ def peer_train_steps(
       peers: build only these (each must be available). Default: ``available_peers()``.
 
     Returns:
-      ``{peer: step}``; ``step()`` runs one full SGD-momentum training step in place, blocks
-      until it is done and returns the loss (before the update) as a float. JAX peers compile
-      on their first call.
+      ``{peer: step}``; ``step()`` runs one full SGD-momentum training step in place and
+      returns the loss before the update (a 0-d JAX array, not waited for, from the JAX peers;
+      a float from torch). JAX peers compile on their first call.
 
     Raises:
       ValueError: an unknown model or peer, an unavailable peer, or bad sizes.

@@ -11,15 +11,10 @@ import jax
 
 
 def time_fn(fn: Callable[..., Any], *args: Any, iters: int = 20, warmup: int = 2) -> float:
-    """Median wall time in milliseconds of ``fn(*args)`` (already jitted), after warm-up."""
-    for _ in range(warmup):
-        jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    """Median wall time in milliseconds of ``fn(*args)`` (already jitted), after warm-up; one
+    contender of ``time_interleaved`` (so ``default_inner()`` calls per sample).
+    """
+    return time_interleaved({"fn": lambda: fn(*args)}, iters=iters, warmup=warmup)["fn"]
 
 
 def compile_stats(fn: Callable[..., Any], *args: Any) -> tuple[float, int | None]:
@@ -34,13 +29,32 @@ def compile_stats(fn: Callable[..., Any], *args: Any) -> tuple[float, int | None
     return seconds, temp
 
 
-def time_interleaved(
-    fns: dict[str, Callable[[], Any]], *, iters: int = 20, warmup: int = 2
-) -> dict[str, float]:
-    """Median wall ms of each ``fns[name]()``, timed round-robin: one call of every contender per
-    round, ``iters`` rounds, so a machine that slows down or speeds up during the run (shared CPUs)
-    shifts every contender alike and the ratios between them stay fair.
+def default_inner() -> int:
+    """Calls per timed sample: 1 on the CPU, where every call runs for milliseconds, and 10 on
+    accelerators, where a small op runs for tens of microseconds and one call blocked on its own
+    would time the host's dispatch and sync rather than the device.
     """
+    return 1 if jax.default_backend() == "cpu" else 10
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]],
+    *,
+    iters: int = 20,
+    warmup: int = 2,
+    inner: int | None = None,
+) -> dict[str, float]:
+    """Median wall ms of each ``fns[name]()``, timed round-robin: one sample of every contender
+    per round, ``iters`` rounds, so a machine that slows down or speeds up during the run (shared
+    CPUs) shifts every contender alike and the ratios between them stay fair.
+
+    A sample is ``inner`` back-to-back calls (default ``default_inner()``) with one
+    ``block_until_ready`` on the last result, divided by ``inner``: on an accelerator the calls
+    queue asynchronously, so the sample measures the device's time per call.
+    """
+    inner = default_inner() if inner is None else inner
+    if inner < 1:
+        raise ValueError(f"time_interleaved: `inner` must be >= 1, got {inner}.")
     for fn in fns.values():
         for _ in range(warmup):
             jax.block_until_ready(fn())
@@ -48,6 +62,8 @@ def time_interleaved(
     for _ in range(iters):
         for name, fn in fns.items():
             t0 = time.perf_counter()
+            for _ in range(inner - 1):
+                fn()
             jax.block_until_ready(fn())
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            times[name].append((time.perf_counter() - t0) * 1e3 / inner)
     return {name: statistics.median(t) for name, t in times.items()}

@@ -33,3 +33,15 @@ def test_quick_suite_writes_json_with_ratios(tmp_path):
     for r in rows.values():
         assert r["fconv_custom_ms"] > 0 and r["speedup_vs_autodiff"] > 0
         assert r["temp_memory_ratio"] <= 1.0  # the hand-written rules never need more memory
+
+
+def test_time_interleaved_inner_calls_back_to_back_within_a_sample():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name) or 0.0) for name in ("a", "b")}
+    time_interleaved(fns, iters=2, warmup=0, inner=3)
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+
+
+def test_time_interleaved_rejects_inner_below_one():
+    with pytest.raises(ValueError, match="inner"):
+        time_interleaved({"a": lambda: 0.0}, iters=1, inner=0)
