@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--peers", default=None, help="comma list of peers to run (default: all installed)"
     )
     parser.add_argument("--fast-cpu", action="store_true", help="enable the fast-CPU XLA flag")
+    parser.add_argument(
+        "--strided-input-grad",
+        default="auto",
+        help="fconv.ops.conv.set_strided_input_grad mode for the custom rules (default auto)",
+    )
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -106,6 +111,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import jax
 
     from benchmarks import ops, train_step
+    from fconv.ops.conv import set_strided_input_grad
+
+    set_strided_input_grad(args.strided_input_grad)
 
     iters = args.iters or (5 if args.quick else 20)
     results: dict[str, Any] = {
@@ -116,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cpus=os.cpu_count(),
             jax=jax.__version__,
             xla_flags=os.environ.get("XLA_FLAGS", ""),
+            strided_input_grad=args.strided_input_grad,
             quick=args.quick,
             iters=iters,
         )

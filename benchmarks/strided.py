@@ -1,4 +1,4 @@
-"""Strided input gradient: polyphase (default) vs interior lax.pad vs lhs_dilation, same run.
+"""Strided input gradient: polyphase vs subpixel vs interior lax.pad vs lhs_dilation, same run.
 
 ``python -m benchmarks.strided`` prints ms of the input gradient (``conv_input_grad``) and of a
 stride-2 transposed convolution's forward pass for each mode, and the ratio to the default.
@@ -16,7 +16,7 @@ from benchmarks.timing import time_interleaved
 from fconv.ops import conv_input_grad
 from fconv.ops.conv import set_strided_input_grad
 
-MODES = ("polyphase", "interior_pad", "lhs_dilation")
+MODES = ("polyphase", "subpixel", "interior_pad", "lhs_dilation")
 
 
 def run(iters: int = 20, batch: int = 64) -> list[dict]:
@@ -66,8 +66,7 @@ if __name__ == "__main__":
             [
                 "case",
                 *(f"{m}_ms" for m in MODES),
-                "interior_pad_over_polyphase",
-                "lhs_dilation_over_polyphase",
+                *(f"{m}_over_polyphase" for m in MODES[1:]),
             ],
         )
     )

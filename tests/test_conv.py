@@ -14,20 +14,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fconv.ops import DTypeError, conv, conv_input_grad, conv_transpose, conv_weight_grad
+from fconv.ops.conv import _strided_input_grad_mode, set_strided_input_grad
 from fconv.testing import reference_vjp
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
-def conv_configs(draw):
+def conv_configs(draw, max_kernel=3):
     """Random conv: rank 1-3, odd/even kernels, stride, dilation, groups, every padding kind."""
     n = draw(st.integers(1, 3))
     groups = draw(st.sampled_from([1, 2, 3]))
     cin = groups * draw(st.integers(1, 2))
     depthwise = draw(st.booleans())
     cout = cin if depthwise else groups * draw(st.integers(1, 2))
-    kernel = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    kernel = tuple(draw(st.integers(1, max_kernel)) for _ in range(n))
     dilation = tuple(draw(st.integers(1, 2)) for _ in range(n))
     stride = tuple(draw(st.integers(1, 3)) for _ in range(n))
     eff = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
@@ -129,6 +130,47 @@ def test_conv_custom_vjp_float32_within_1e5_of_the_gradient_scale(cfg):
     assert dx.dtype == jnp.float32 and dw.dtype == jnp.float32
     assert _rel(dx, truth[0]) <= 1e-5
     assert _rel(dw, truth[1]) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", ["polyphase", "subpixel", "interior_pad"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=conv_configs(max_kernel=4))
+def test_every_strided_input_grad_mode_computes_the_exact_input_gradient(mode, cfg):
+    x, w = _arrays(cfg)
+    kw = cfg["kw"]
+    g = np.random.default_rng(1).standard_normal(
+        ref.conv(x, w, kw["stride"], cfg["pads"], kw["dilation"], kw["groups"]).shape
+    )
+    want, _ = ref.conv_vjp(x, w, g, kw["stride"], cfg["pads"], kw["dilation"], kw["groups"])
+    set_strided_input_grad(mode)
+    try:  # the mode is read at trace time
+        dx = jax.jit(lambda g, w: conv_input_grad(g, w, x.shape, **kw))(g, w)
+    finally:
+        set_strided_input_grad("auto")
+    assert _rel(dx, want) <= 1e-10
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, dilation, mode",
+    [
+        ((4, 4), (2, 2), (1, 1), "subpixel"),  # every phase has 2 x 2 taps: no zero taps
+        ((2, 2), (2, 2), (1, 1), "subpixel"),
+        ((3, 3), (2, 2), (1, 1), "polyphase"),  # subpixel would hold 16 taps for 9
+        ((1, 1), (2, 2), (1, 1), "polyphase"),
+        ((4, 4), (2, 2), (2, 2), "polyphase"),  # dilation 2 sends every tap to phase 0
+    ],
+)
+def test_auto_strided_mode_on_cpu_takes_subpixel_only_for_dense_kernels(
+    kernel, stride, dilation, mode
+):
+    if jax.default_backend() != "cpu":
+        pytest.skip("the auto choice is per backend")
+    assert _strided_input_grad_mode(kernel, stride, dilation) == mode
+
+
+def test_unknown_strided_mode_is_refused():
+    with pytest.raises(ValueError, match="mode"):
+        set_strided_input_grad("zero_stuffing")
 
 
 def test_strided_config_that_aborts_autodiff_is_computed_by_fconvs_rule():
