@@ -230,10 +230,11 @@ def _conv_forward_custom(x: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.A
 #      its in/out channel axes swapped within each group.
 # The padded length is (M - 1) s + 1 + 2 (K' - 1) - lo - hi + r = N + K' - 1, so the output has N
 # rows; the r remainder rows see only padding and get zero gradient.
-# Step 1 is an interior lax.pad (geo.strided_input_grad == "interior_pad", the default off CPU:
-# lhs_dilation is very slow on GPU) or the convolution's own lhs_dilation (the CPU default, where
-# XLA's lhs-dilated convolution measured 2x faster than a materialised interior pad). Step 2 is
-# the convolution's padding argument: a separate lax.pad before it is not fused on CPU and cost 3x.
+# A strided convolution does steps 1-3 without multiplying the inserted zeros, in polyphase or
+# subpixel form (below; set_strided_input_grad chooses), or else with an interior lax.pad
+# ("interior_pad") or the convolution's own lhs_dilation ("lhs_dilation", autodiff's way, slow
+# on some GPUs). Step 2 is the convolution's padding argument: a separate lax.pad before it is
+# not fused on CPU and cost 3x.
 def _conv_input_grad(g: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
     if geo.in_channel_pad:
         dx = _conv_input_grad(
@@ -517,17 +518,18 @@ def set_strided_input_grad(mode: str) -> None:
 
     Args:
       mode: one of
-        ``"auto"`` (default): on CPU ``"subpixel"`` where its kernel has no zero taps (every
-        dimension's K a multiple of its stride, no dilation: 4x4 or 2x2 kernels at stride 2,
-        1.6x faster than ``"polyphase"`` on a 2-core CPU) and ``"polyphase"`` otherwise;
-        ``"interior_pad"`` on other backends.
+        ``"auto"`` (default): ``"subpixel"`` on GPU/TPU (on an H200 as fast as autodiff's
+        lhs-dilated convolution, and 1.6x faster than ``"interior_pad"`` for 4x4 kernels at
+        stride 2); on CPU ``"subpixel"`` where its kernel has no zero taps (every dimension's
+        K a multiple of its stride, no dilation: 4x4 or 2x2 kernels at stride 2, 1.6x faster
+        than ``"polyphase"`` on a 2-core CPU) and ``"polyphase"`` otherwise.
         ``"polyphase"``: one stride-1 convolution per output phase with the matching
         sub-kernel, then interleaved; no multiplications by inserted zeros (2-3x faster than
-        ``"interior_pad"`` on a 2-core CPU).
+        ``"interior_pad"`` on a 2-core CPU, 1.6x slower than ``"subpixel"`` on an H200).
         ``"subpixel"``: the phases stacked as the output channels of one stride-1 convolution
         with a dense kernel (zero taps where a phase has none), then interleaved.
         ``"interior_pad"``: a ``lax.pad`` with interior padding ``s - 1``, then a stride-1
-        convolution (on an H200 as fast as autodiff's lhs-dilated one for 3x3 kernels).
+        convolution over the zero-stuffed gradient.
         ``"lhs_dilation"``: the convolution's own input dilation, as autodiff does (very slow
         on some GPUs; on jaxlib 0.10.2 CPU it can abort the process for some shapes, see
         backward-rules.md).
@@ -557,7 +559,7 @@ def _strided_input_grad_mode(
     if mode != "auto":
         return mode
     if jax.default_backend() != "cpu":
-        return "interior_pad"
+        return "subpixel"
     return "subpixel" if _subpixel_is_dense(kernel, stride, dilation) else "polyphase"
 
 
