@@ -543,7 +543,9 @@ def set_strided_input_grad(mode: str) -> None:
     _STRIDED_INPUT_GRAD["mode"] = mode
 
 
-def _subpixel_is_dense(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]):
+def _subpixel_is_dense(
+    kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> bool:
     """True when the subpixel kernel has no zero taps: s E == K in every dimension."""
     for k, s, d in zip(kernel, stride, dilation):
         shifts = [t * d // s for t in range(k)]
