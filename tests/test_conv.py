@@ -168,6 +168,27 @@ def test_auto_strided_mode_on_cpu_takes_subpixel_only_for_dense_kernels(
     assert _strided_input_grad_mode(kernel, stride, dilation) == mode
 
 
+def test_auto_strided_mode_off_cpu_is_subpixel(monkeypatch):
+    # GPU/TPU: one convolution, never lhs_dilation (slow on some GPUs).
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    for kernel in [(3, 3), (4, 4), (1, 1)]:
+        assert _strided_input_grad_mode(kernel, (2, 2), (1, 1)) == "subpixel"
+
+
+@pytest.mark.parametrize("mode", ["polyphase", "subpixel", "interior_pad"])
+def test_strided_input_gradient_modes_use_no_lhs_dilation(mode):
+    x, w = jnp.ones((2, 3, 9, 9)), jnp.ones((4, 3, 3, 3))
+    set_strided_input_grad(mode)
+    try:
+        jaxpr = str(
+            jax.make_jaxpr(lambda x, w: jax.grad(lambda x: conv(x, w, stride=2).sum())(x))(x, w)
+        )
+    finally:
+        set_strided_input_grad("auto")
+    assert "conv_general_dilated" in jaxpr
+    assert "lhs_dilation=(2, 2)" not in jaxpr and "lhs_dilation=(1, 1)" in jaxpr
+
+
 def test_unknown_strided_mode_is_refused():
     with pytest.raises(ValueError, match="mode"):
         set_strided_input_grad("zero_stuffing")
