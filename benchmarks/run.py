@@ -25,6 +25,8 @@ import time
 from typing import Any
 
 SECTIONS = ("ops", "layout", "train", "throughput", "fastcpu")
+# fconv.ops.conv._STRIDED_MODES, spelled out so that --help works before JAX is imported.
+STRIDED_MODES = ("auto", "polyphase", "subpixel", "interior_pad", "lhs_dilation")
 
 
 def _fmt(v: Any) -> str:
@@ -70,11 +72,12 @@ def _throughput(quick: bool) -> list[dict[str, Any]]:
     ]
 
 
-def _fastcpu(quick: bool) -> list[dict[str, Any]]:
-    """Runs the ops section in a fresh process with the fast-CPU XLA flag."""
+def _fastcpu(quick: bool, strided_input_grad: str) -> list[dict[str, Any]]:
+    """Runs the ops section in a fresh process with the fast-CPU XLA flag (same strided mode)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "fast.json")
         cmd = [sys.executable, "-m", "benchmarks.run", "--sections", "ops", "--fast-cpu"]
+        cmd += ["--strided-input-grad", strided_input_grad]
         cmd += ["--json", out] + (["--quick"] if quick else [])
         subprocess.run(cmd, check=True, capture_output=True, timeout=1800)
         with open(out) as f:
@@ -97,7 +100,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--strided-input-grad",
         default="auto",
-        help="fconv.ops.conv.set_strided_input_grad mode for the custom rules (default auto)",
+        choices=STRIDED_MODES,
+        help="fconv.ops.conv.set_strided_input_grad mode for the custom rules (default auto: "
+        "chosen per backend and kernel; the JSON records the requested mode)",
     )
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cpus=os.cpu_count(),
             jax=jax.__version__,
             xla_flags=os.environ.get("XLA_FLAGS", ""),
-            strided_input_grad=args.strided_input_grad,
+            strided_input_grad_requested=args.strided_input_grad,
             quick=args.quick,
             iters=iters,
         )
@@ -214,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
     if "fastcpu" in sections and jax.default_backend() == "cpu" and not args.fast_cpu:
-        fast = _fastcpu(args.quick)
+        fast = _fastcpu(args.quick, args.strided_input_grad)
         base = {r["name"]: r for r in results.get("ops") or ops.run(args.quick, iters)}
         rows = []
         for r in fast:

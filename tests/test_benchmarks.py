@@ -45,3 +45,15 @@ def test_time_interleaved_inner_calls_back_to_back_within_a_sample():
 def test_time_interleaved_rejects_inner_below_one():
     with pytest.raises(ValueError, match="inner"):
         time_interleaved({"a": lambda: 0.0}, iters=1, inner=0)
+
+
+def test_runner_lists_the_strided_modes_of_fconv():
+    from benchmarks.run import STRIDED_MODES
+    from fconv.ops.conv import _STRIDED_MODES
+
+    assert STRIDED_MODES == _STRIDED_MODES
+
+
+def test_runner_refuses_an_unknown_strided_mode():
+    with pytest.raises(SystemExit):
+        main(["--sections", "ops", "--strided-input-grad", "zero_stuffing"])

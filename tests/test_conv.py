@@ -168,11 +168,14 @@ def test_auto_strided_mode_on_cpu_takes_subpixel_only_for_dense_kernels(
     assert _strided_input_grad_mode(kernel, stride, dilation) == mode
 
 
-def test_auto_strided_mode_off_cpu_is_subpixel(monkeypatch):
+def test_auto_strided_mode_off_cpu_is_subpixel_unless_dilation_inflates_it(monkeypatch):
     # GPU/TPU: one convolution, never lhs_dilation (slow on some GPUs).
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     for kernel in [(3, 3), (4, 4), (1, 1)]:
         assert _strided_input_grad_mode(kernel, (2, 2), (1, 1)) == "subpixel"
+    assert _strided_input_grad_mode((3, 3), (2, 2), (2, 2)) == "subpixel"  # E = 3 = K
+    # Dilation 3 at stride 2 spreads 3 taps over shifts 0, 1, 3: E = 4 > K = 3.
+    assert _strided_input_grad_mode((3, 3), (2, 2), (3, 3)) == "interior_pad"
 
 
 @pytest.mark.parametrize("mode", ["polyphase", "subpixel", "interior_pad"])

@@ -520,9 +520,11 @@ def set_strided_input_grad(mode: str) -> None:
       mode: one of
         ``"auto"`` (default): ``"subpixel"`` on GPU/TPU (on an H200 as fast as autodiff's
         lhs-dilated convolution, and 1.6x faster than ``"interior_pad"`` for 4x4 kernels at
-        stride 2); on CPU ``"subpixel"`` where its kernel has no zero taps (every dimension's
-        K a multiple of its stride, no dilation: 4x4 or 2x2 kernels at stride 2, 1.6x faster
-        than ``"polyphase"`` on a 2-core CPU) and ``"polyphase"`` otherwise.
+        stride 2), or ``"interior_pad"`` where a kernel dilation larger than the stride gives
+        the subpixel kernel more taps than the kernel has; on CPU ``"subpixel"`` where its
+        kernel has no zero taps (every dimension's K a multiple of its stride, no dilation:
+        4x4 or 2x2 kernels at stride 2, 1.6x faster than ``"polyphase"`` on a 2-core CPU) and
+        ``"polyphase"`` otherwise.
         ``"polyphase"``: one stride-1 convolution per output phase with the matching
         sub-kernel, then interleaved; no multiplications by inserted zeros (2-3x faster than
         ``"interior_pad"`` on a 2-core CPU, 1.6x slower than ``"subpixel"`` on an H200).
@@ -543,15 +545,9 @@ def set_strided_input_grad(mode: str) -> None:
     _STRIDED_INPUT_GRAD["mode"] = mode
 
 
-def _subpixel_is_dense(
-    kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
-) -> bool:
-    """True when the subpixel kernel has no zero taps: s E == K in every dimension."""
-    for k, s, d in zip(kernel, stride, dilation):
-        shifts = [t * d // s for t in range(k)]
-        if s * (max(shifts) - min(shifts) + 1) != k:
-            return False
-    return True
+def _subpixel_taps(kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]):
+    """Taps E per dimension of the subpixel kernel: 1 + max - min of the shifts floor(k d / s)."""
+    return [(k - 1) * d // s + 1 for k, s, d in zip(kernel, stride, dilation)]
 
 
 def _strided_input_grad_mode(
@@ -560,9 +556,14 @@ def _strided_input_grad_mode(
     mode = _STRIDED_INPUT_GRAD["mode"]
     if mode != "auto":
         return mode
+    taps = _subpixel_taps(kernel, stride, dilation)
     if jax.default_backend() != "cpu":
-        return "subpixel"
-    return "subpixel" if _subpixel_is_dense(kernel, stride, dilation) else "polyphase"
+        # Per g cell the subpixel kernel multiplies s_1 E_1 ... s_n E_n weights, the interior pad
+        # s_1 K_1 ... s_n K_n: only a dilation larger than the stride makes E exceed K.
+        return "subpixel" if math.prod(taps) <= math.prod(kernel) else "interior_pad"
+    # CPU: subpixel only when its kernel has no zero taps (s E == K in every dimension).
+    dense = all(s * e == k for s, e, k in zip(stride, taps, kernel))
+    return "subpixel" if dense else "polyphase"
 
 
 def _is_depthwise(w: Any, groups: int) -> bool:
