@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.run import markdown_table
-from benchmarks.timing import time_interleaved
+from benchmarks.timing import timed_ms
 from fconv.ops import conv, conv_input_grad, conv_weight_grad
 
 
@@ -36,8 +36,7 @@ def run(iters: int = 20, batch: int = 64) -> list[dict]:
             )
             calls[f"{vjp}_dx"] = functools.partial(dx, g, w)
             calls[f"{vjp}_dw"] = functools.partial(dw, x, g)
-        for part, ms in time_interleaved(calls, iters=iters).items():
-            row[f"{part}_ms"] = ms
+        row.update(timed_ms(calls, iters=iters))
         row["dx_speedup"] = row["autodiff_dx_ms"] / row["custom_dx_ms"]
         row["dw_speedup"] = row["autodiff_dw_ms"] / row["custom_dw_ms"]
         rows.append(row)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.run import markdown_table
-from benchmarks.timing import time_interleaved
+from benchmarks.timing import timed_ms
 from fconv.ops import max_pool
 from fconv.ops._window_slices import reduce_window_slices, window_sum_transpose_slices
 from fconv.ops.pooling import (
@@ -29,12 +29,18 @@ from fconv.ops.pooling import (
 FORMS = ("tiles", "offsets", "phases")
 
 
+def _cases():
+    """Yields ``(name, window, stride, geometry)`` of the 2x2 and 3x3/s2 pools of a 32x32 map."""
+    for name, window, stride in [("2x2", 2, 2), ("3x3 stride 2", 3, 2)]:
+        geo = PoolGeometry((32, 32), (window,) * 2, (stride,) * 2, ((0, 0), (0, 0)))
+        yield name, window, stride, geo
+
+
 def run(iters: int = 20, batch: int = 64) -> list[dict]:
     """One row per pooling case: ms of every applicable backward form and of autodiff's."""
     x = jax.random.normal(jax.random.key(0), (batch, 32, 32, 32), jnp.float32)
     rows = []
-    for name, window, stride in [("2x2", 2, 2), ("3x3 stride 2", 3, 2)]:
-        geo = PoolGeometry((32, 32), (window,) * 2, (stride,) * 2, ((0, 0), (0, 0)))
+    for name, window, stride, geo in _cases():
         pool = functools.partial(max_pool, window=window, stride=stride)
         y = pool(x)
         g = jnp.ones_like(y)
@@ -49,8 +55,7 @@ def run(iters: int = 20, batch: int = 64) -> list[dict]:
         _, pullback = jax.vjp(lambda x, pool=pool: pool(x, vjp="autodiff"), x)
         calls["autodiff"] = functools.partial(jax.jit(lambda pb, g: pb(g)), pullback, g)
         row: dict = dict(case=name)
-        for key, ms in time_interleaved(calls, iters=iters).items():
-            row[f"{key}_ms"] = ms
+        row.update(timed_ms(calls, iters=iters))
         for key in forms:
             row[f"{key}_speedup"] = row["autodiff_ms"] / row[f"{key}_ms"]
         rows.append(row)
@@ -63,8 +68,7 @@ def run_window_forms(iters: int = 20, batch: int = 64) -> list[dict]:
     """
     x = jax.random.normal(jax.random.key(0), (batch, 32, 32, 32), jnp.float32)
     rows = []
-    for name, window, stride in [("2x2", 2, 2), ("3x3 stride 2", 3, 2)]:
-        geo = PoolGeometry((32, 32), (window,) * 2, (stride,) * 2, ((0, 0), (0, 0)))
+    for name, _, _, geo in _cases():
         t = jnp.ones((batch, 32, *geo.out_spatial), jnp.float32)
         maxing = dict(init=-jnp.inf, op=jax.lax.max, geo=geo)
         fns = {
@@ -75,8 +79,7 @@ def run_window_forms(iters: int = 20, batch: int = 64) -> list[dict]:
         }
         calls = {k: functools.partial(jax.jit(f), a) for k, (f, a) in fns.items()}
         row: dict = dict(case=name)
-        for key, ms in time_interleaved(calls, iters=iters).items():
-            row[f"{key}_ms"] = ms
+        row.update(timed_ms(calls, iters=iters))
         rows.append(row)
     return rows
 

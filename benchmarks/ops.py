@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from benchmarks.timing import time_interleaved
+from benchmarks.timing import timed_ms
 from fconv.ops import avg_pool, conv, conv_transpose, max_pool
 
 
@@ -103,8 +103,7 @@ def run(quick: bool = False, iters: int = 20) -> list[dict[str, Any]]:
             calls[f"{vjp}_fwd_bwd"] = functools.partial(fwd_bwd, *args)
             calls[f"{vjp}_bwd"] = functools.partial(bwd, pullback, g)
         # Custom and autodiff alternate call by call (round-robin), so machine drift cancels.
-        for key, ms in time_interleaved(calls, iters=iters).items():
-            row[f"{key}_ms"] = ms
+        row.update(timed_ms(calls, iters=iters))
         row["fwd_bwd_speedup"] = row["autodiff_fwd_bwd_ms"] / row["custom_fwd_bwd_ms"]
         row["bwd_speedup"] = row["autodiff_bwd_ms"] / row["custom_bwd_ms"]
         if case["kind"] in ("conv", "transpose"):
@@ -128,8 +127,7 @@ def run_layouts(quick: bool = False, iters: int = 10) -> list[dict[str, Any]]:
         for layout in ("channels_first", "channels_last"):
             _, fwd_bwd, _, _, _, args = _timers(case["op"], case["args"], "custom", layout)
             calls[layout] = functools.partial(fwd_bwd, *args)
-        for layout, ms in time_interleaved(calls, iters=iters).items():
-            row[f"{layout}_ms"] = ms
+        row.update(timed_ms(calls, iters=iters))
         row["nchw_over_nhwc"] = row["channels_first_ms"] / row["channels_last_ms"]
         rows.append(row)
     return rows

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.run import markdown_table
-from benchmarks.timing import time_interleaved
+from benchmarks.timing import timed_ms
 from fconv.ops import conv_input_grad
 from fconv.ops.conv import set_strided_input_grad
 
@@ -48,8 +48,7 @@ def run(iters: int = 20, batch: int = 64) -> list[dict]:
             f = jax.jit(lambda g, w, kw=kw, xs=x_shape: conv_input_grad(g, w, xs, **kw))
             jax.block_until_ready(f(g, w))
             calls[mode] = functools.partial(f, g, w)
-        for mode, ms in time_interleaved(calls, iters=iters).items():
-            row[f"{mode}_ms"] = ms
+        row.update(timed_ms(calls, iters=iters))
         set_strided_input_grad("auto")
         for mode in MODES[1:]:
             row[f"{mode}_over_polyphase"] = row[f"{mode}_ms"] / row["polyphase_ms"]

@@ -67,3 +67,8 @@ def time_interleaved(
             jax.block_until_ready(fn())
             times[name].append((time.perf_counter() - t0) * 1e3 / inner)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def timed_ms(fns: dict[str, Callable[[], Any]], **kwargs: Any) -> dict[str, float]:
+    """``time_interleaved(fns, **kwargs)`` as result-row entries: ``{f"{name}_ms": ms}``."""
+    return {f"{name}_ms": ms for name, ms in time_interleaved(fns, **kwargs).items()}

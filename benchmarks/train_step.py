@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.timing import compile_stats, time_interleaved
+from benchmarks.timing import compile_stats, timed_ms
 from fconv import losses, models, optim
 from fconv.layers import default_vjp
 
@@ -95,8 +95,7 @@ def run(
         torch_group = {k: f for k, f in contenders.items() if k.startswith("torch")}
         jax_group = {k: f for k, f in contenders.items() if k not in torch_group}
         for group in (jax_group, torch_group):
-            for key, ms in time_interleaved(group, iters=iters).items():
-                row[f"{key}_ms"] = ms
+            row.update(timed_ms(group, iters=iters))
         jax_peers = [row[k] for k in ("flax_ms", "equinox_ms", "haiku_ms") if k in row]
         row["speedup_vs_autodiff"] = row["fconv_autodiff_ms"] / row["fconv_custom_ms"]
         if row["fconv_custom_temp_bytes"] and row["fconv_autodiff_temp_bytes"]:

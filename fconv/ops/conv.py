@@ -136,12 +136,16 @@ def _conv_forward(x: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
     )
 
 
-def _flip_and_swap_kernel(w: jax.Array, groups: int) -> jax.Array:
-    """(O, I/G, *K) -> (I, O/G, *K) flipped in every spatial axis, swapped within each group."""
+def _swap_in_out_per_group(w: jax.Array, groups: int) -> jax.Array:
+    """(O, I/G, *K) -> (I, O/G, *K): in/out channels swapped within each group."""
     o, i_g, *k = w.shape
     w = w.reshape(groups, o // groups, i_g, *k)
-    w = jnp.swapaxes(w, 1, 2).reshape(groups * i_g, o // groups, *k)
-    return jnp.flip(w, axis=tuple(range(2, 2 + len(k))))
+    return jnp.swapaxes(w, 1, 2).reshape(groups * i_g, o // groups, *k)
+
+
+def _flip_and_swap_kernel(w: jax.Array, groups: int) -> jax.Array:
+    """(O, I/G, *K) -> (I, O/G, *K) flipped in every spatial axis, swapped within each group."""
+    return jnp.flip(_swap_in_out_per_group(w, groups), axis=tuple(range(2, w.ndim)))
 
 
 # Depthwise convolution by kernel taps (groups == C == O, one kernel per channel):
@@ -349,34 +353,36 @@ def _interleave_phases(y: jax.Array, q_ranges: list[tuple[int, int]], geo: ConvG
 def _conv_input_grad_subpixel(g: jax.Array, w: jax.Array, geo: ConvGeometry) -> jax.Array:
     n = geo.ndim
     q_ranges, pads, index = [], [], []
-    for i, (size, k, s, d, (lo, _), m) in enumerate(
-        zip(geo.in_spatial, geo.kernel_spatial, geo.stride, geo.dilation, geo.padding, g.shape[2:])
+    taps_per_dim = _subpixel_taps(geo.kernel_spatial, geo.stride, geo.dilation)
+    for i, (size, k, s, d, (lo, _), m, e) in enumerate(
+        zip(
+            geo.in_spatial,
+            geo.kernel_spatial,
+            geo.stride,
+            geo.dilation,
+            geo.padding,
+            g.shape[2:],
+            taps_per_dim,
+        )
     ):
         qa, qb = lo // s, -(-(lo + size) // s)
-        shifts = [t * d // s for t in range(k)]
-        j_lo, j_hi = min(shifts), max(shifts)
-        taps = np.full((s, j_hi - j_lo + 1), k)  # k indexes the zero appended to w below
-        for t, j in enumerate(shifts):
-            taps[(t * d) % s, j_hi - j] = t
+        taps = np.full((s, e), k)  # k indexes the zero appended to w below
+        for t in range(k):  # shifts j run from J_lo = 0 (t = 0) to J_hi = e - 1
+            taps[(t * d) % s, e - 1 - t * d // s] = t
         shape = [1] * (2 * n)
         shape[i], shape[n + i] = taps.shape
         index.append(taps.reshape(shape))
         q_ranges.append((qa, qb))
-        pads.append((j_hi - qa, qb - j_lo - m))
+        pads.append((e - 1 - qa, qb - m))
     w_pad = lax.pad(w, jnp.zeros((), w.dtype), [(0, 0, 0)] * 2 + [(0, 1, 0)] * n)
     v = w_pad[(slice(None), slice(None), *index)]  # (O, I/G, s_1.., E_1..): an exact gather
     o, i_g = w.shape[:2]
-    phases, taps_shape = math.prod(geo.stride), v.shape[2 + n :]
+    v = v.reshape(o, i_g * math.prod(geo.stride), *taps_per_dim)
     sp = _specs(n)
     if geo.groups == 1:  # in/out swapped through the dimension numbers
-        rhs, rhs_spec = v.reshape(o, i_g * phases, *taps_shape), "IO" + sp
+        rhs, rhs_spec = v, "IO" + sp
     else:
-        v = v.reshape(geo.groups, o // geo.groups, i_g, phases, *taps_shape)
-        v = jnp.transpose(v, (0, 2, 3, 1, *range(4, 4 + n)))
-        rhs, rhs_spec = (
-            v.reshape(geo.groups * i_g * phases, o // geo.groups, *taps_shape),
-            "OI" + sp,
-        )
+        rhs, rhs_spec = _swap_in_out_per_group(v, geo.groups), "OI" + sp
     y = lax.conv_general_dilated(
         g,
         rhs,
