@@ -1,0 +1,82 @@
+"""The diagnostic benchmarks: per-family memory mixes and the per-op step profile (no timings
+asserted, only that they measure what they say)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from benchmarks import memory_breakdown, profile_step
+from fconv import layers as L
+
+KEY = jax.random.key(0)
+
+
+def _uses_custom_vjp(layer, shape):
+    _, params = layer.init(KEY, shape)
+    state = layer.init_state(shape)
+    x = jnp.ones(shape, jnp.float32)
+    jaxpr = jax.make_jaxpr(lambda p: layer.apply(p, x, train=True, state=state))(params)
+    return "custom_vjp_call" in str(jaxpr)
+
+
+@pytest.mark.parametrize("conv", ["custom", "autodiff"])
+@pytest.mark.parametrize("norm", ["custom", "autodiff"])
+def test_family_vjps_switches_each_family_and_restores_the_default(conv, norm):
+    shape = (2, 2, 6, 6)
+    with memory_breakdown.family_vjps(dict(conv=conv, norm=norm, pool="autodiff")):
+        built = dict(conv=L.Conv(2, 3), norm=L.BatchNorm(), pool=L.MaxPool(2))
+        keyword = L.MaxPool(2, vjp="custom")  # an explicit vjp still wins
+    assert _uses_custom_vjp(built["conv"], shape) == (conv == "custom")
+    assert _uses_custom_vjp(built["norm"], shape) == (norm == "custom")
+    assert not _uses_custom_vjp(built["pool"], shape)
+    assert _uses_custom_vjp(keyword, shape)
+    assert _uses_custom_vjp(L.MaxPool(2), shape)  # outside: the library default again
+
+
+def test_cudnn_scratch_is_summed_from_the_conv_custom_calls_only():
+    target = 'custom-call(%x), custom_call_target="__{}"'
+    hlo = "\n".join(
+        [
+            "%a = (f32[4,8]{1,0}, u8[1024]{0}) " + target.format("cudnn$convForward"),
+            "%b = (f32[8]{0}, u8[64]{0}) " + target.format("cudnn$convBackwardInput"),
+            "%c = (f32[4]{0}, u8[999]{0}) " + target.format("cublas$gemm"),
+            "%d = u8[5]{0} parameter(0)",
+        ]
+    )
+    assert memory_breakdown.cudnn_workspace_bytes(hlo) == 1024 + 64
+
+
+@pytest.mark.slow
+def test_memory_breakdown_covers_every_mix_relative_to_all_autodiff():
+    rows = memory_breakdown.run("lenet5")
+    assert len(rows) == 2 ** len(memory_breakdown.FAMILIES)
+    picks = {tuple(r[f] for f in memory_breakdown.FAMILIES) for r in rows}
+    assert len(picks) == len(rows)
+    base = next(r for r in rows if all(r[f] == "autodiff" for f in memory_breakdown.FAMILIES))
+    assert base["vs_all_autodiff"] == 1.0
+    assert all(r["temp_bytes"] > 0 and r["cudnn_scratch_bytes"] == 0 for r in rows)
+
+
+def test_hlo_ops_sorts_entry_ops_into_categories():
+    def f(x, w):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME")
+        return jnp.transpose(jnp.maximum(y, 0.0), (3, 1, 2, 0)), jnp.sum(y)
+
+    x, w = jnp.ones((2, 3, 8, 8)), jnp.ones((4, 3, 3, 3))
+    ops = profile_step.hlo_ops(jax.jit(f).lower(x, w).compile().as_text())
+    categories = {info["category"] for info in ops.values()}
+    assert {"convolution", "transpose", "reduce"} <= categories
+    conv = [info for info in ops.values() if info["category"] == "convolution"]
+    assert any("conv_general_dilated" in info["origin"] for info in conv)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="per-op trace events are CPU-only")
+def test_profile_attributes_step_time_to_named_ops():
+    result = profile_step.profile("lenet5", reps=1)
+    assert result["ops"] and all(r["ms"] >= 0 for r in result["ops"])
+    assert result["categories"]["convolution"] > 0
+    assert sum(result["categories"].values()) == pytest.approx(sum(r["ms"] for r in result["ops"]))
+    with pytest.raises(SystemExit):
+        profile_step.main(["--reps", "0"])
