@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU check (device tool), about 5 minutes on an H200: the backward-form and
+# One prepared GPU check (device tool), about 8 minutes on an H200: the backward-form and
 # strided-mode tables, the single-op and training-step tables (custom vs autodiff, JAX peers on
-# the same GPU) once per strided input-gradient mode in $MODES, then the op tests at highest
+# the same GPU) once per strided input-gradient mode in $MODES, then the whole test suite at highest
 # precision. Every timing is round-robin with 10 back-to-back calls per sample
 # (benchmarks.timing.default_inner), so it is device time.
 # Usage on the device machine, from the repo root: bash benchmarks/gpu_check.sh "$OUT"
@@ -22,6 +22,9 @@ for mode in $modes; do
     --strided-input-grad "$mode" --json "$out/gpu_$mode.json" 2>&1 | tee -a "$log"
 done
 # Tests: TF32 would loosen float32 convolutions past the CPU tolerances, so ask for full precision.
-XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_DEFAULT_MATMUL_PRECISION=highest timeout 150 \
-  python3 -m pytest -q -x -p no:cacheprovider -n 8 \
-  tests/test_conv.py tests/test_pooling.py tests/test_batch_norm.py 2>&1 | tail -15 | tee -a "$log"
+# The whole suite (about 3 minutes on an H200 host with -n 12), then the exact-resume tests again
+# with deterministic GPU reductions (they skip on GPU without them).
+export XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_DEFAULT_MATMUL_PRECISION=highest
+timeout 300 python3 -m pytest -q -p no:cacheprovider -n 12 -rfE tests/ 2>&1 | tail -15 | tee -a "$log"
+XLA_FLAGS=--xla_gpu_deterministic_ops=true timeout 100 python3 -m pytest -q -p no:cacheprovider \
+  tests/test_train.py -k resume 2>&1 | tail -3 | tee -a "$log"

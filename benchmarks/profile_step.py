@@ -31,7 +31,8 @@ import jax
 
 from benchmarks.train_step import MODELS, _donating_once, fconv_step
 
-_INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\S+) ([\w\-]+)\(")
+# name = shape opcode(...), the shape a tuple "(f32[..], u8[..])" for multi-output ops.
+_INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\([^()]*\)|\S+) ([\w\-]+)\(")
 _CALLS = re.compile(r"calls=%([\w.\-]+)")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _COMPUTATION = re.compile(r"^%([\w.\-]+) ")
@@ -56,11 +57,12 @@ def _computations(hlo: str) -> dict[str, list[str]]:
     return bodies
 
 
-def _category(opcode: str, body: list[str]) -> str:
+def _category(opcode: str, body: list[str], instruction: str) -> str:
     ops = {m.group(3) for line in body if (m := _INSTR.match(line))}
-    if opcode == "convolution" or "convolution" in ops:
+    target = re.search(r'custom_call_target="([^"]*)"', instruction)
+    if opcode == "convolution" or "convolution" in ops or (target and "conv" in target.group(1)):
         return "convolution"
-    if opcode == "dot" or "dot" in ops:
+    if opcode == "dot" or "dot" in ops or (target and "gemm" in target.group(1).lower()):
         return "dot"
     root = next((line for line in body if line.lstrip().startswith("ROOT")), "")
     if opcode in ("copy", "transpose") or (
@@ -89,7 +91,7 @@ def hlo_ops(hlo: str) -> dict[str, dict[str, str]]:
         origin = next(filter(None, map(_OP_NAME.search, [line, *body])), None)
         ops[name] = dict(
             shape=shape,
-            category=_category(opcode, body),
+            category=_category(opcode, body, line),
             origin=origin.group(1) if origin else "",
         )
     return ops

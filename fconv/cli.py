@@ -140,6 +140,12 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
         help="turn on XLA's experimental YNNPACK CPU fusions (fconv.perf.enable_fast_cpu; "
         "about 1.6x faster convolutions on CPU, no effect on GPU/TPU)",
     )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic GPU reductions and scatters (fconv.perf.enable_deterministic), so "
+        "that --resume reproduces an uninterrupted GPU run bit for bit; the CPU always is",
+    )
     g = p.add_argument_group(
         "devices and processes",
         "Data-parallel training: each batch is split evenly over the devices, so --batch-size "
@@ -264,10 +270,13 @@ def _join_processes(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.fast_cpu:  # XLA reads its flags once, when the backend starts: do it first
+    if args.fast_cpu or args.deterministic:  # XLA reads its flags once, at backend start
         from fconv import perf
 
-        perf.enable_fast_cpu()
+        if args.fast_cpu:
+            perf.enable_fast_cpu()
+        if args.deterministic:
+            perf.enable_deterministic()
     _join_processes(args)  # before anything touches a JAX device
     dataset = _load_data(args.data, args.data_dir)
     model = recipes.build_model(args.model, dataset.num_classes, dataset.input_shape)

@@ -13,7 +13,7 @@ from benchmarks.timing import time_interleaved
 def test_time_interleaved_calls_every_contender_once_per_round_in_turn():
     calls = []
     fns = {name: (lambda name=name: calls.append(name) or 0.0) for name in ("a", "b", "c")}
-    ms = time_interleaved(fns, iters=4, warmup=1)
+    ms = time_interleaved(fns, iters=4, warmup=1, inner=1)  # one call per sample (CPU default)
     assert set(ms) == {"a", "b", "c"} and all(v >= 0.0 for v in ms.values())
     assert calls[:3] == ["a", "b", "c"]  # warm-up, then rounds a, b, c, a, b, c, ...
     assert calls[3:] == ["a", "b", "c"] * 4

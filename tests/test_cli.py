@@ -251,6 +251,18 @@ def test_fast_cpu_flag_trains_in_a_fresh_process(tmp_path):
     assert (out / "metrics.jsonl").exists()
 
 
+def test_deterministic_flag_switches_xla_before_training(tmp_path, monkeypatch):
+    # In-process the backend has started, so the real switch would refuse: record the call.
+    from fconv import perf
+
+    calls = []
+    monkeypatch.setattr(perf, "enable_deterministic", lambda: calls.append("deterministic"))
+    out = tmp_path / "run"
+    argv = ["train", "--deterministic", "--epochs", "1", "--out", str(out), "--quiet"]
+    assert cli.main(argv) == 0
+    assert calls == ["deterministic"] and (out / "metrics.jsonl").exists()
+
+
 def test_bench_passes_its_arguments_to_the_benchmark_suite(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = cli.main(["bench", "--sections", "throughput", "--quick", "--json", str(out)])

@@ -1,4 +1,5 @@
-"""fconv.perf: the fast-CPU switch sets its XLA flag before the backend starts, not after."""
+"""fconv.perf: the fast-CPU and deterministic switches set their XLA flags before the backend
+starts, not after."""
 
 from __future__ import annotations
 
@@ -35,3 +36,24 @@ def test_enable_fast_cpu_in_a_fresh_process_sets_the_flag_and_conv_still_matches
     )
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+def test_enable_deterministic_refuses_once_jax_has_started():
+    jnp.ones(1).block_until_ready()
+    with pytest.raises(RuntimeError, match=r"enable_deterministic\(\) must be called before JAX"):
+        perf.enable_deterministic()
+
+
+def test_enable_deterministic_in_a_fresh_process_sets_the_flag_once_and_jax_still_runs():
+    code = (
+        "from fconv import perf; perf.enable_deterministic(); perf.enable_deterministic();"
+        "import os, jax.numpy as jnp; assert perf.deterministic_enabled();"
+        "assert os.environ['XLA_FLAGS'].count(perf.DETERMINISTIC_FLAG) == 1;"
+        "assert not perf.fast_cpu_enabled(); print(float(jnp.arange(4.0).sum()))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "6.0"
