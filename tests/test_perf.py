@@ -13,6 +13,16 @@ import pytest
 from fconv import perf
 
 
+def _last_line_of_fresh_process(code: str) -> str:
+    """Runs ``code`` in a new Python without XLA_FLAGS (XLA reads them once per process)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
 def test_enable_fast_cpu_refuses_once_jax_has_started():
     jnp.ones(1).block_until_ready()
     with pytest.raises(RuntimeError, match="before JAX runs anything"):
@@ -30,12 +40,7 @@ def test_enable_fast_cpu_in_a_fresh_process_sets_the_flag_and_conv_still_matches
         "assert perf.fast_cpu_enabled();"
         "print(float(jnp.abs(g - r).max() / jnp.abs(r).max()))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
+    assert float(_last_line_of_fresh_process(code)) < 1e-5
 
 
 def test_enable_deterministic_refuses_once_jax_has_started():
@@ -51,9 +56,4 @@ def test_enable_deterministic_in_a_fresh_process_sets_the_flag_once_and_jax_stil
         "assert os.environ['XLA_FLAGS'].count(perf.DETERMINISTIC_FLAG) == 1;"
         "assert not perf.fast_cpu_enabled(); print(float(jnp.arange(4.0).sum()))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "6.0"
+    assert _last_line_of_fresh_process(code) == "6.0"
