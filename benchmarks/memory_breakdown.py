@@ -29,11 +29,12 @@ from typing import Any
 
 import jax
 
+from benchmarks.run import STRIDED_MODES
 from benchmarks.train_step import MODELS, fconv_step
 from fconv.layers import base
 
 FAMILIES = {
-    "conv": ("fconv.layers.conv",),
+    "conv": ("fconv.layers.conv", "fconv.layers.local"),
     "norm": ("fconv.layers.normalization",),
     "pool": ("fconv.layers.pooling", "fconv.layers.pooling_family"),
 }
@@ -49,8 +50,11 @@ def family_vjps(choice: dict[str, str]) -> Iterator[None]:
         if vjp is not None:
             return original(vjp)
         caller = sys._getframe(1).f_globals.get("__name__", "")
-        family = module_family.get(caller)
-        return original(choice[family] if family else None)
+        if caller not in module_family:  # a silent library default would skew the mix
+            raise RuntimeError(
+                f"family_vjps: {caller} resolves a vjp but is in no family of FAMILIES; add it."
+            )
+        return original(choice[module_family[caller]])
 
     base.resolve_vjp = resolve
     try:
@@ -99,9 +103,9 @@ def run(model: str, hlo_dir: str | None = None) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="resnet_small", choices=sorted(MODELS))
-    parser.add_argument("--strided-input-grad", default="auto")
+    parser.add_argument("--strided-input-grad", default="auto", choices=STRIDED_MODES)
     parser.add_argument("--hlo-dir", default=None, help="write the optimised HLO here")
-    parser.add_argument("--json", default=None, help="write the rows to this file")
+    parser.add_argument("--json", default=None, help="write the result to this file")
     args = parser.parse_args(argv)
     conv_ops = importlib.import_module("fconv.ops.conv")
     conv_ops.set_strided_input_grad(args.strided_input_grad)
@@ -120,8 +124,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f"{r['cudnn_scratch_bytes'] / 2**20:.2f} |"
         )
     if args.json:
+        result = dict(
+            model=args.model,
+            backend=jax.default_backend(),
+            jax=jax.__version__,
+            strided_input_grad=args.strided_input_grad,
+            rows=rows,
+        )
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump(result, f, indent=1)
     return rows
 
 

@@ -4,15 +4,19 @@
 [--json FILE]`` runs the jitted step (``benchmarks.train_step.fconv_step``) under
 ``jax.profiler`` and reads the trace: on the CPU, XLA records one event per executed HLO op (a
 convolution, a fusion, a copy), named as in the optimised HLO. Each op's time is the mean per
-step; its category comes from the HLO: ``convolution`` (a convolution inside, e.g. XLA:CPU's ynn
-fusions), ``dot``, ``transpose`` (a fusion or copy whose root is a layout change), ``scatter``
-(e.g. the expansion of autodiff's select-and-scatter), ``reduce`` and ``elementwise`` (other
-loop fusions). Prints the category totals and the ``--top`` ops with their shape and JAX
-origin. XLA runs independent ops concurrently, so the totals can exceed the step's wall time;
-read the shares, and time the step itself with ``benchmarks.run``.
+step (the mean over ``--reps`` profiled steps after one warm-up: take more reps on a noisy
+machine); its category comes from the HLO: ``convolution`` (a convolution inside, e.g.
+XLA:CPU's ynn fusions, or cuDNN's custom call), ``dot``, ``transpose/copy`` (a copy, or a fusion
+whose root, seen through bitcasts, is a transpose or copy: a layout change, whatever
+elementwise work the loop also does), ``scatter`` (e.g. the expansion of autodiff's
+select-and-scatter), ``reduce`` and ``elementwise`` (other loop fusions). Prints the category
+totals and the ``--top`` ops with their shape and JAX origin. Only the entry computation's ops
+are attributed (none of the three models has loops or calls). XLA runs independent ops
+concurrently, so the totals can exceed the step's wall time; read the shares, and time the
+step itself with ``benchmarks.run``.
 
-The per-op events exist on the CPU backend; on other backends the trace names device kernels,
-not HLO ops, and the tool says that it found none.
+The per-op events exist on the CPU backend only (elsewhere the trace names device kernels), so
+the tool refuses other backends.
 """
 
 from __future__ import annotations
@@ -31,11 +35,32 @@ import jax
 
 from benchmarks.train_step import MODELS, _donating_once, fconv_step
 
-# name = shape opcode(...), the shape a tuple "(f32[..], u8[..])" for multi-output ops.
-_INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\([^()]*\)|\S+) ([\w\-]+)\(")
+_NAME = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = ")
+_OPCODE = re.compile(r"\s*([\w\-]+)\(")
 _CALLS = re.compile(r"calls=%([\w.\-]+)")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _COMPUTATION = re.compile(r"^%([\w.\-]+) ")
+
+
+def _instruction(line: str) -> tuple[str, str, str] | None:
+    """``(name, shape, opcode)`` of an HLO instruction line, or None for other lines.
+
+    The shape is read by counting brackets, so tuples (``(f32[2], u8[0])``, nested ones too)
+    and layouts with parentheses (``{1,0:T(8,128)}``) stay whole.
+    """
+    m = _NAME.match(line)
+    if not m:
+        return None
+    i, depth = m.end(), 0
+    for j in range(m.end(), len(line)):
+        c = line[j]
+        depth += c in "([{"
+        depth -= c in ")]}"
+        if depth == 0 and (c == " " or j == len(line) - 1):
+            i = j
+            break
+    op = _OPCODE.match(line, i)
+    return (m.group(1), line[m.end() : i].strip(), op.group(1)) if op else None
 
 
 def _computations(hlo: str) -> dict[str, list[str]]:
@@ -57,23 +82,38 @@ def _computations(hlo: str) -> dict[str, list[str]]:
     return bodies
 
 
+_LAYOUT_OPS = {"copy", "transpose"}
+
+
 def _category(opcode: str, body: list[str], instruction: str) -> str:
-    ops = {m.group(3) for line in body if (m := _INSTR.match(line))}
+    parsed = [p for line in body if (p := _instruction(line))]
+    ops = {op for _, _, op in parsed}
     target = re.search(r'custom_call_target="([^"]*)"', instruction)
     if opcode == "convolution" or "convolution" in ops or (target and "conv" in target.group(1)):
         return "convolution"
     if opcode == "dot" or "dot" in ops or (target and "gemm" in target.group(1).lower()):
         return "dot"
-    root = next((line for line in body if line.lstrip().startswith("ROOT")), "")
-    if opcode in ("copy", "transpose") or (
-        "transpose" in ops and re.search(r"= \S+ (copy|transpose)\(", root)
-    ):
-        return "transpose"
     if opcode in ("scatter", "select-and-scatter") or {"scatter", "select-and-scatter"} & ops:
         return "scatter"
-    if opcode == "reduce" or "reduce" in ops or "reduce-window" in ops:
+    # A layout change: a copy/transpose, or a fusion whose root (seen through bitcasts and
+    # reshapes) is one, whatever elementwise work the loop also recomputes.
+    by_name = {name: op for name, _, op in parsed}
+    root = next((line for line in body if line.lstrip().startswith("ROOT")), "")
+    root_op = (_instruction(root) or ("", "", ""))[2]
+    while root_op in ("bitcast", "reshape"):
+        operand = re.search(r"\(%([\w.\-]+)", root)
+        root = next((line for line in body if operand and _name_is(line, operand.group(1))), "")
+        root_op = by_name.get(operand.group(1), "") if operand else ""
+    if opcode in _LAYOUT_OPS or root_op in _LAYOUT_OPS:
+        return "transpose/copy"
+    if opcode in ("reduce", "reduce-window") or {"reduce", "reduce-window"} & ops:
         return "reduce"
     return "elementwise"
+
+
+def _name_is(line: str, name: str) -> bool:
+    m = _NAME.match(line)
+    return bool(m) and m.group(1) == name
 
 
 def hlo_ops(hlo: str) -> dict[str, dict[str, str]]:
@@ -81,10 +121,10 @@ def hlo_ops(hlo: str) -> dict[str, dict[str, str]]:
     bodies = _computations(hlo)
     ops = {}
     for line in bodies.get("ENTRY", []):
-        m = _INSTR.match(line)
-        if not m:
+        parsed = _instruction(line)
+        if parsed is None:
             continue
-        name, shape, opcode = m.groups()
+        name, shape, opcode = parsed
         called = _CALLS.search(line)
         body = bodies.get(called.group(1), []) if called else []
         # A fusion's own metadata may be empty; then the first fused op's origin names it.
@@ -138,13 +178,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.reps < 1 or args.top < 0:
         parser.error(f"--reps must be >= 1 and --top >= 0, got {args.reps} and {args.top}")
+    platform = jax.devices()[0].platform
+    if platform != "cpu":
+        parser.error(
+            f"profile_step reads XLA:CPU's per-op trace events; this backend is {platform!r}. "
+            "Run it with JAX_PLATFORMS=cpu, or use the JAX profiler's own viewer on a GPU."
+        )
     result = profile(args.model, args.vjp, args.reps)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
-    print(f"## {args.model} ({args.vjp} VJPs) on {jax.devices()[0].platform}: ms per step\n")
+    print(f"## {args.model} ({args.vjp} VJPs) on {platform}: ms per step\n")
     if not result["ops"]:
-        print("No per-op events in the trace (they exist on the CPU backend).")
+        print("No trace event matched an op of the step's HLO.")
         return result
     total = sum(result["categories"].values())
     print("| category | ms | share |\n|---|---|---|")

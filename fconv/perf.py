@@ -14,17 +14,40 @@ def _backend_started() -> bool:
     return bool(getattr(xla_bridge, "_backends", {}))
 
 
+def _flag_value(flag: str) -> str | None:
+    """The value ``XLA_FLAGS`` gives the flag named in ``flag`` (``--name=value``): the last
+    occurrence wins, as in XLA; a bare ``--name`` means ``true``; None when it is absent.
+    """
+    name = flag.split("=", 1)[0]
+    value = None
+    for token in os.environ.get("XLA_FLAGS", "").split():
+        if token == name:
+            value = "true"
+        elif token.startswith(name + "="):
+            value = token[len(name) + 1 :]
+    return value
+
+
+_BOOLEAN = {"1": "true", "0": "false"}
+
+
+def _flag_in_effect(flag: str) -> bool:
+    value = _flag_value(flag)
+    return value is not None and _BOOLEAN.get(value, value) == flag.split("=", 1)[1]
+
+
 def _add_xla_flag(flag: str, caller: str) -> None:
-    """Appends ``flag`` to ``XLA_FLAGS``, refusing once the backend has read them."""
+    """Appends ``flag`` to ``XLA_FLAGS`` (unless already in effect), refusing once the backend
+    has read them.
+    """
     if _backend_started():
         raise RuntimeError(
             f"{caller}() must be called before JAX runs anything: XLA reads XLA_FLAGS "
             "once, when the backend starts. Call it at the top of your script, or set "
             f"XLA_FLAGS={flag} in the environment."
         )
-    flags = os.environ.get("XLA_FLAGS", "")
-    if flag not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+    if not _flag_in_effect(flag):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 
 def enable_fast_cpu() -> None:
@@ -43,7 +66,7 @@ def enable_fast_cpu() -> None:
 
 def fast_cpu_enabled() -> bool:
     """Whether ``enable_fast_cpu`` (or the same XLA flag) is in effect for this process."""
-    return FAST_CPU_FLAG in os.environ.get("XLA_FLAGS", "")
+    return _flag_in_effect(FAST_CPU_FLAG)
 
 
 def enable_deterministic() -> None:
@@ -64,4 +87,4 @@ def enable_deterministic() -> None:
 
 def deterministic_enabled() -> bool:
     """Whether ``enable_deterministic`` (or the same XLA flag) is in effect for this process."""
-    return DETERMINISTIC_FLAG in os.environ.get("XLA_FLAGS", "")
+    return _flag_in_effect(DETERMINISTIC_FLAG)

@@ -35,6 +35,19 @@ def test_family_vjps_switches_each_family_and_restores_the_default(conv, norm):
     assert _uses_custom_vjp(L.MaxPool(2), shape)  # outside: the library default again
 
 
+def test_family_vjps_refuses_a_layer_module_outside_every_family(monkeypatch):
+    monkeypatch.setattr(memory_breakdown, "FAMILIES", {"conv": ("fconv.layers.conv",)})
+    with memory_breakdown.family_vjps(dict(conv="custom")):
+        L.Conv(2, 3)
+        with pytest.raises(RuntimeError, match="fconv.layers.pooling resolves a vjp"):
+            L.MaxPool(2)
+
+
+def test_memory_breakdown_refuses_an_unknown_strided_mode():
+    with pytest.raises(SystemExit):
+        memory_breakdown.main(["--strided-input-grad", "zero_stuffing"])
+
+
 def test_cudnn_scratch_is_summed_from_the_conv_custom_calls_only():
     target = 'custom-call(%x), custom_call_target="__{}"'
     hlo = "\n".join(
@@ -71,7 +84,7 @@ def test_hlo_ops_sorts_entry_ops_into_categories():
     categories = {info["category"] for info in ops.values()}
     assert "convolution" in categories  # an HLO convolution, or cuDNN's custom call on GPU
     if jax.default_backend() == "cpu":
-        assert {"transpose", "reduce"} <= categories
+        assert {"transpose/copy", "reduce"} <= categories
     conv = [info for info in ops.values() if info["category"] == "convolution"]
     assert any("conv_general_dilated" in info["origin"] for info in conv)
 
@@ -95,6 +108,33 @@ def test_hlo_ops_reads_multi_output_custom_calls_as_gpu_convolutions_and_gemms()
         shape="(f32[2]{0}, u8[0]{0})", category="convolution", origin="jit(f)/conv"
     )
     assert ops["gemm.2"]["category"] == "dot"
+
+
+def test_instruction_lines_keep_nested_tuple_and_tiled_shapes_whole():
+    read = profile_step._instruction
+    assert read("  %w = ((f32[], s32[]), u8[4]{0}) while(%t), condition=%c") == (
+        "w",
+        "((f32[], s32[]), u8[4]{0})",
+        "while",
+    )
+    assert read("  ROOT %a = f32[8,128]{1,0:T(8,128)} add(%x, %y)") == (
+        "a",
+        "f32[8,128]{1,0:T(8,128)}",
+        "add",
+    )
+    assert read("HloModule m") is None
+
+
+def test_a_fusion_ending_in_a_bitcast_of_a_transpose_is_a_layout_change():
+    body = [
+        "  %p = f32[4,2]{1,0} parameter(0)",
+        "  %t = f32[2,4]{0,1} transpose(%p), dimensions={1,0}",
+        "  %c = f32[2,4]{1,0} copy(%t)",
+        "  ROOT %b = f32[8]{0} bitcast(%c)",
+    ]
+    assert profile_step._category("fusion", body, "") == "transpose/copy"
+    assert profile_step._category("fusion", [*body[:1], "  ROOT %m = f32[4,2]{1,0} "
+                                  "maximum(%p, %p)"], "") == "elementwise"  # fmt: skip
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="per-op trace events are CPU-only")

@@ -240,10 +240,12 @@ def test_receptive_field_with_an_input_too_small_for_the_model_exits_2(capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_fast_cpu_flag_trains_in_a_fresh_process(tmp_path):
-    # XLA reads XLA_FLAGS once per process, so the flag is exercised in a child process.
+def test_fast_cpu_and_deterministic_flags_train_in_a_fresh_process(tmp_path):
+    # XLA reads XLA_FLAGS once per process, so the flags are exercised in a child process: a
+    # switch set after the backend started would raise there.
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "fconv.cli", "train", "--fast-cpu", "--epochs", "2"]
+    cmd = [sys.executable, "-m", "fconv.cli", "train", "--fast-cpu", "--deterministic"]
+    cmd += ["--epochs", "2"]
     cmd += ["--out", str(out), "--quiet"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

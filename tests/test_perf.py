@@ -57,3 +57,31 @@ def test_enable_deterministic_in_a_fresh_process_sets_the_flag_once_and_jax_stil
         "assert not perf.fast_cpu_enabled(); print(float(jnp.arange(4.0).sum()))"
     )
     assert _last_line_of_fresh_process(code) == "6.0"
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ("", False),
+        ("--xla_gpu_deterministic_ops=true", True),
+        ("--xla_gpu_deterministic_ops", True),  # a bare boolean flag means true
+        ("--xla_gpu_deterministic_ops=true --xla_gpu_deterministic_ops=false", False),  # last wins
+        ("--xla_gpu_deterministic_ops=false --xla_gpu_deterministic_ops=true", True),
+        ("--xla_gpu_deterministic_ops=1", True),  # XLA's booleans also read 1 / 0
+        ("--xla_gpu_deterministic_ops_extra=true", False),  # another flag with the same prefix
+    ],
+)
+def test_flag_checks_read_xla_flags_as_xla_does(monkeypatch, flags, expected):
+    monkeypatch.setenv("XLA_FLAGS", flags)
+    assert perf.deterministic_enabled() is expected
+    assert not perf.fast_cpu_enabled()
+
+
+def test_a_flag_overridden_later_in_xla_flags_is_appended_again(monkeypatch):
+    monkeypatch.setattr(perf, "_backend_started", lambda: False)
+    flag = "--xla_gpu_deterministic_ops"
+    monkeypatch.setenv("XLA_FLAGS", f"{flag}=1 {flag}=0")
+    perf.enable_deterministic()
+    assert perf.deterministic_enabled()
+    perf.enable_deterministic()  # in effect now: nothing more is added
+    assert os.environ["XLA_FLAGS"].endswith("=0 --xla_gpu_deterministic_ops=true")
