@@ -9,7 +9,8 @@ after warm-up, ``block_until_ready``), with absolute milliseconds for context. S
   VGG-small and ResNet-small: fconv custom vs autodiff vs Flax/Equinox/Haiku/PyTorch when
   installed; compile time and XLA temp memory (``memory_analysis``), custom vs autodiff;
 * ``throughput``: images/s of ``fconv.train.fit`` on the bundled digits;
-* ``fastcpu``: the ops section again in a subprocess with ``fconv.perf.enable_fast_cpu()``.
+* ``fastcpu``: the ops and train sections again in a subprocess with
+  ``fconv.perf.enable_fast_cpu()``, the JAX peers under the flag too.
 """
 
 from __future__ import annotations
@@ -72,16 +73,19 @@ def _throughput(quick: bool) -> list[dict[str, Any]]:
     ]
 
 
-def _fastcpu(quick: bool, strided_input_grad: str) -> list[dict[str, Any]]:
-    """Runs the ops section in a fresh process with the fast-CPU XLA flag (same strided mode)."""
+def _fastcpu(quick: bool, strided_input_grad: str, peers: list[str]) -> dict[str, Any]:
+    """The ops and train sections again in a fresh process with the fast-CPU XLA flag (same
+    strided mode, same peers: they run under the flag too, so the ratios stay like for like).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "fast.json")
-        cmd = [sys.executable, "-m", "benchmarks.run", "--sections", "ops", "--fast-cpu"]
+        cmd = [sys.executable, "-m", "benchmarks.run", "--sections", "ops,train", "--fast-cpu"]
         cmd += ["--strided-input-grad", strided_input_grad]
+        cmd += ["--peers", ",".join(peers)] if peers else ["--no-peers"]
         cmd += ["--json", out] + (["--quick"] if quick else [])
-        subprocess.run(cmd, check=True, capture_output=True, timeout=1800)
+        subprocess.run(cmd, check=True, capture_output=True, timeout=3600)
         with open(out) as f:
-            return json.load(f)["ops"]
+            return json.load(f)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -219,10 +223,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
     if "fastcpu" in sections and jax.default_backend() == "cpu" and not args.fast_cpu:
-        fast = _fastcpu(args.quick, args.strided_input_grad)
+        # The JAX peers run under the flag too (torch ignores XLA's flags, so it is left out).
+        if args.no_peers:
+            jax_peers = []
+        else:
+            from benchmarks.peers import available_peers
+
+            wanted = args.peers.split(",") if args.peers else available_peers()
+            jax_peers = [p for p in wanted if not p.startswith("torch")]
+        fast = _fastcpu(args.quick, args.strided_input_grad, jax_peers)
         base = {r["name"]: r for r in results.get("ops") or ops.run(args.quick, iters)}
         rows = []
-        for r in fast:
+        for r in fast["ops"]:
             b = base[r["name"]]
             rows.append(
                 dict(
@@ -230,11 +242,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     default_ms=b["custom_fwd_bwd_ms"],
                     fast_cpu_ms=r["custom_fwd_bwd_ms"],
                     speedup=b["custom_fwd_bwd_ms"] / r["custom_fwd_bwd_ms"],
+                    fast_cpu_vs_autodiff=r["fwd_bwd_speedup"],
                 )
             )
-        results["fastcpu"] = rows
+        flags = fast["machine"]["xla_flags"]  # as the child process ran
+        results["fastcpu"] = dict(ops=rows, train=fast["train"], xla_flags=flags)
         print("## fconv.perf.enable_fast_cpu(): forward+backward, custom VJP (ms)\n")
-        print(markdown_table(rows, ["name", "default_ms", "fast_cpu_ms", "speedup"]), end="\n\n")
+        cols = ["name", "default_ms", "fast_cpu_ms", "speedup", "fast_cpu_vs_autodiff"]
+        print(markdown_table(rows, cols), end="\n\n")
+        print("## Training step under enable_fast_cpu(), JAX peers under it too (ms per step)\n")
+        cols = ["model", "fconv_custom_ms", "fconv_autodiff_ms", "speedup_vs_autodiff"]
+        peer_cols = ("flax_ms", "equinox_ms", "haiku_ms")
+        cols += [c for c in peer_cols if any(c in r for r in fast["train"])]
+        cols += ["speedup_vs_fastest_jax_peer", "temp_memory_ratio"]
+        print(markdown_table(fast["train"], cols), end="\n\n")
     if args.json:
         from fconv.atomic_io import save_json_atomic
 

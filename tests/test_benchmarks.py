@@ -57,3 +57,17 @@ def test_runner_lists_the_strided_modes_of_fconv():
 def test_runner_refuses_an_unknown_strided_mode():
     with pytest.raises(SystemExit):
         main(["--sections", "ops", "--strided-input-grad", "zero_stuffing"])
+
+
+@pytest.mark.slow
+def test_fastcpu_section_reruns_ops_and_train_under_the_flag_in_a_child_process(tmp_path):
+    from fconv.perf import FAST_CPU_FLAG
+
+    out = tmp_path / "bench.json"
+    main(["--quick", "--sections", "fastcpu", "--no-peers", "--iters", "2", "--json", str(out)])
+    fast = json.loads(out.read_text())["fastcpu"]
+    assert FAST_CPU_FLAG in fast["xla_flags"]
+    assert {r["name"] for r in fast["ops"]} >= {"conv 3x3 SAME 32->64", "max_pool 2x2"}
+    assert all(r["default_ms"] > 0 and r["fast_cpu_ms"] > 0 for r in fast["ops"])
+    assert {r["model"] for r in fast["train"]} == {"lenet5", "vgg_small"}
+    assert all(r["fconv_custom_ms"] > 0 for r in fast["train"])
