@@ -101,8 +101,8 @@ def initialize_distributed(
         ValueError: For a malformed address or out-of-range counts.
         RuntimeError: From JAX, if it was already initialised or a computation already ran.
     """
-    num_processes = _check_int("num_processes", num_processes, minimum=1)
-    process_id = _check_int("process_id", process_id, minimum=0)
+    num_processes = _check_int("num_processes", num_processes, lo=1)
+    process_id = _check_int("process_id", process_id, lo=0)
     if process_id >= num_processes:
         raise ValueError(
             f"`process_id` must be < `num_processes` ({num_processes}), got {process_id}"
@@ -115,7 +115,7 @@ def initialize_distributed(
         coordinator_address=coordinator,
         num_processes=num_processes,
         process_id=process_id,
-        initialization_timeout=_check_int("timeout", timeout, minimum=1),
+        initialization_timeout=_check_int("timeout", timeout, lo=1),
     )
 
 
@@ -149,7 +149,7 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
     if num_devices is None:
         return Mesh(np.array(devices), (BATCH_AXIS,))
-    n = _check_int("num_devices", num_devices, minimum=1)
+    n = _check_int("num_devices", num_devices, lo=1)
     if n > len(devices):
         raise ValueError(
             f"the number of devices asked for ({n}) must be <= the number available "
@@ -210,7 +210,7 @@ def local_rows(batch_size: int, mesh: Mesh) -> slice:
         ValueError: If ``batch_size`` is not divisible by the number of devices, or this
             process has no device in ``mesh``.
     """
-    batch_size = _check_int("batch_size", batch_size, minimum=1)
+    batch_size = _check_int("batch_size", batch_size, lo=1)
     _check_divisible(batch_size, mesh)
     index_map = batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
     if not index_map:

@@ -296,7 +296,7 @@ def evaluate(
     Raises:
         ValueError: If ``x`` and ``y`` differ in length or are empty.
     """
-    batch_size = _check_int("batch_size", batch_size, minimum=1)
+    batch_size = _check_int("batch_size", batch_size, lo=1)
     x, y = np.asarray(x), np.asarray(y)
     n = int(x.shape[0]) if x.ndim else 0
     if n == 0 or y.shape != (n,):
@@ -351,7 +351,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
         >>> confusion_matrix([0, 1, 1], [0, 1, 0], 2).tolist()
         [[1, 0], [1, 1]]
     """
-    num_classes = _check_int("num_classes", num_classes, minimum=1)
+    num_classes = _check_int("num_classes", num_classes, lo=1)
     t = np.asarray(y_true).astype(np.int64).ravel()
     p = np.asarray(y_pred).astype(np.int64).ravel()
     if np.shape(y_true) != np.shape(y_pred) or np.ndim(y_true) != 1:
@@ -375,7 +375,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
 def _fit_mesh(devices: int | None):
     """The data-parallel mesh of :func:`fit`, or None for the single-device step."""
     if devices is not None:
-        devices = _check_int("devices", devices, minimum=1)
+        devices = _check_int("devices", devices, lo=1)
     if jax.process_count() == 1 and (devices or jax.device_count()) == 1:
         return None
     from fconv import parallel  # parallel builds on this module
@@ -479,11 +479,11 @@ def fit(
         FileExistsError: ``out_dir`` holds an earlier run and neither ``resume`` nor
             ``overwrite`` is set.
     """
-    epochs = _check_int("epochs", epochs, minimum=1)
-    seed = _check_int("seed", seed, minimum=0)
-    checkpoint_every = _check_int("checkpoint_every", checkpoint_every, minimum=1)
+    epochs = _check_int("epochs", epochs, lo=1)
+    seed = _check_int("seed", seed, lo=0)
+    checkpoint_every = _check_int("checkpoint_every", checkpoint_every, lo=1)
     n_train = dataset.num_train
-    batch_size = _check_int("batch_size", batch_size, minimum=1)
+    batch_size = _check_int("batch_size", batch_size, lo=1)
     if batch_size > n_train:
         raise ValueError(
             f"`batch_size` ({batch_size}) must be <= the number of training examples ({n_train})"

@@ -24,9 +24,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from fconv import optim
+from fconv.optim._checks import _check_int
 
 __all__ = ["TrainState", "init_train_state"]
 
@@ -51,14 +51,8 @@ class TrainState(NamedTuple):
     rng: jax.Array
 
 
-# The argument check of the training functions (here, in fconv.train and in fconv.parallel): the
-# lowest module that needs it holds it, so that every user can import it without a cycle.
-def _check_int(name: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
-    return int(value)
+# The argument check of the training functions (here, in fconv.train and in fconv.parallel) is
+# fconv.optim's: the lowest module that needs it holds it, so every user imports it without a cycle.
 
 
 def _batch_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
@@ -83,7 +77,7 @@ def init_train_state(
     Returns:
         The state at step 0.
     """
-    seed = _check_int("seed", seed, minimum=0)
+    seed = _check_int("seed", seed, lo=0)
     init_key, train_key = jax.random.split(jax.random.key(seed))
     shape = _batch_shape(input_shape)
     _, params = model.init(init_key, shape)
