@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import itertools
 import json
 import os
@@ -32,6 +31,7 @@ import jax
 from benchmarks.run import STRIDED_MODES
 from benchmarks.train_step import MODELS, fconv_step
 from fconv.layers import base
+from fconv.ops.conv import set_strided_input_grad
 
 FAMILIES = {
     "conv": ("fconv.layers.conv", "fconv.layers.local"),
@@ -107,8 +107,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--hlo-dir", default=None, help="write the optimised HLO here")
     parser.add_argument("--json", default=None, help="write the result to this file")
     args = parser.parse_args(argv)
-    conv_ops = importlib.import_module("fconv.ops.conv")
-    conv_ops.set_strided_input_grad(args.strided_input_grad)
+    set_strided_input_grad(args.strided_input_grad)
     rows = run(args.model, args.hlo_dir)
     print(
         f"## {args.model} temp memory by family ({jax.default_backend()}, "
