@@ -46,7 +46,10 @@ def time_interleaved(
 ) -> dict[str, float]:
     """Median wall ms of each ``fns[name]()``, timed round-robin: one sample of every contender
     per round, ``iters`` rounds, so a machine that slows down or speeds up during the run (shared
-    CPUs) shifts every contender alike and the ratios between them stay fair.
+    CPUs) shifts every contender alike and the ratios between them stay fair. Round ``r`` starts
+    at contender ``r mod k`` (of ``k``), so every contender takes every place in the round equally
+    often and none always runs right after the same other program (whose cache and allocator
+    state it would inherit).
 
     A sample is ``inner`` back-to-back calls (default ``default_inner()``) with one
     ``block_until_ready`` on the last result, divided by ``inner``: on an accelerator the calls
@@ -59,8 +62,9 @@ def time_interleaved(
         for _ in range(warmup):
             jax.block_until_ready(fn())
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(iters):
-        for name, fn in fns.items():
+    order = list(fns.items())
+    for r in range(iters):
+        for name, fn in order[r % len(order) :] + order[: r % len(order)]:
             t0 = time.perf_counter()
             for _ in range(inner - 1):
                 fn()

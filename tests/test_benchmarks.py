@@ -10,13 +10,13 @@ from benchmarks.run import main, markdown_table
 from benchmarks.timing import time_interleaved
 
 
-def test_time_interleaved_calls_every_contender_once_per_round_in_turn():
+def test_time_interleaved_calls_every_contender_once_per_round_rotating_the_start():
     calls = []
     fns = {name: (lambda name=name: calls.append(name) or 0.0) for name in ("a", "b", "c")}
     ms = time_interleaved(fns, iters=4, warmup=1, inner=1)  # one call per sample (CPU default)
     assert set(ms) == {"a", "b", "c"} and all(v >= 0.0 for v in ms.values())
-    assert calls[:3] == ["a", "b", "c"]  # warm-up, then rounds a, b, c, a, b, c, ...
-    assert calls[3:] == ["a", "b", "c"] * 4
+    assert calls[:3] == ["a", "b", "c"]  # warm-up, then rounds starting one place later each
+    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
 
 
 def test_markdown_table_leaves_missing_cells_blank():
@@ -39,7 +39,7 @@ def test_time_interleaved_inner_calls_back_to_back_within_a_sample():
     calls = []
     fns = {name: (lambda name=name: calls.append(name) or 0.0) for name in ("a", "b")}
     time_interleaved(fns, iters=2, warmup=0, inner=3)
-    assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
 
 
 def test_time_interleaved_rejects_inner_below_one():
