@@ -294,9 +294,10 @@ def save(
         model_state: Model-state pytree, or None (default).
         step: Non-negative training step; names the files.
         config: JSON-serialisable configuration stored in the metadata, or None (default).
-        keep: If given (>= 1), after saving delete all but the ``keep`` highest-step complete
-            checkpoints, and any leftover npz without JSON below ``step``. Default None keeps
-            everything.
+        keep: If given (>= 1), after saving keep ``keep`` complete checkpoints: the one just
+            written and the ``keep - 1`` highest-step others (so saving a lower step never
+            deletes what it wrote); delete the rest, and any leftover npz without JSON below
+            ``step``. Default None keeps everything.
         overwrite: If False (default), saving a step that already has a checkpoint raises
             ``FileExistsError``; if True it is replaced (its JSON is removed first, so the old
             checkpoint is never mistaken for the new one).
@@ -372,7 +373,8 @@ def save(
     save_json_atomic(json_path, meta)
 
     if keep is not None:
-        for old in all_steps(directory)[:-keep]:
+        others = [s for s in all_steps(directory) if s != step]  # ascending
+        for old in others[: len(others) - (keep - 1)]:
             old_npz, old_json = paths_for(directory, old)
             _remove(old_json)  # JSON first: the checkpoint stops being complete at once
             _remove(old_npz)
@@ -410,6 +412,42 @@ def _resolve(directory_or_file: str, step: int | None) -> tuple[str, str]:
     if not os.path.isfile(npz_path):
         raise FileNotFoundError(f"checkpoint data {npz_path} not found")
     return npz_path, json_path
+
+
+def _check_meta(meta: dict[str, Any], json_path: str, wanted: Sequence[str]) -> None:
+    """Raises ``ValueError("checkpoint ... is corrupt ...")`` unless ``meta`` has the entries
+    :func:`restore` reads (as :func:`save` writes them) for the trees in ``wanted``."""
+
+    def corrupt(what: str) -> ValueError:
+        return ValueError(f"checkpoint {json_path} is corrupt: {what}")
+
+    if not isinstance(meta.get("sha256"), str):
+        raise corrupt('no "sha256" checksum string')
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise corrupt(f'"step" must be an int, got {step!r}')
+    if "config" not in meta:
+        raise corrupt('no "config" entry')
+    trees = meta.get("trees")
+    if not isinstance(trees, dict):
+        raise corrupt('no "trees" mapping')
+    for name in wanted:
+        tmeta = trees.get(name)
+        if not isinstance(tmeta, dict) or "skeleton" not in tmeta:
+            raise corrupt(f'no metadata (with a "skeleton") for tree {name!r}')
+        leaves = tmeta.get("leaves")
+        if not isinstance(leaves, list) or not all(
+            isinstance(leaf, dict)
+            and isinstance(leaf.get("key"), str)
+            and isinstance(leaf.get("shape"), list)
+            and isinstance(leaf.get("dtype"), str)
+            and isinstance(leaf.get("stored_dtype"), str)
+            for leaf in leaves
+        ):
+            raise corrupt(
+                f'tree {name!r} needs "leaves": a list of {{"key", "shape", "dtype", '
+                '"stored_dtype"} entries'
+            )
 
 
 def _rebuild_like(name: str, template: Any, stored: dict[str, np.ndarray], keys: list[str]):
@@ -517,6 +555,8 @@ def restore(
             f"reads version {_VERSION}"
         )
 
+    _check_meta(meta, json_path, wanted)
+
     with open(npz_path, "rb") as f:
         data = f.read()
     digest = hashlib.sha256(data).hexdigest()
@@ -552,11 +592,16 @@ def restore(
         elif tmeta["skeleton"] is None:
             raise ValueError(
                 f"checkpoint {json_path}: {name} contains a pytree node of type "
-                f"{tmeta['opaque_type']} that cannot be rebuilt without a template; pass "
+                f"{tmeta.get('opaque_type')} that cannot be rebuilt without a template; pass "
                 f"like={{{name!r}: template}} to restore"
             )
         else:
-            result[name] = _unskeleton(tmeta["skeleton"], [stored[k] for k in keys])
+            try:
+                result[name] = _unskeleton(tmeta["skeleton"], [stored[k] for k in keys])
+            except (AttributeError, KeyError, TypeError, IndexError, ValueError) as e:  # metadata
+                raise ValueError(
+                    f"checkpoint {json_path} is corrupt: the skeleton of {name} is malformed ({e})"
+                ) from e
     return Checkpoint(
         result["params"],
         result["opt_state"],

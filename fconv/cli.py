@@ -692,7 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `fconv eval | head -1`: stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (UsageError, FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
+    except (UsageError, OSError, ValueError, ImportError) as e:
         if os.environ.get("FCONV_DEBUG"):
             raise
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

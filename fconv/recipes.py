@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -95,6 +96,7 @@ def make_optimizer(
             ``weight_decay``). Default 0.
 
     Raises:
+        TypeError: If ``learning_rate`` is not a number.
         ValueError: For an unknown name or schedule, a missing ``total_steps``, or out-of-range
             values.
     """
@@ -102,13 +104,15 @@ def make_optimizer(
         raise ValueError(f"unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")
     if schedule not in _SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {list(_SCHEDULES)}")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
+        raise TypeError(f"learning_rate must be a number, got {learning_rate!r}")
+    if not learning_rate > 0:  # also for the cosine schedule, whose peak it is
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
     lr: float | optim.Schedule = learning_rate
     if schedule == "cosine":
         if total_steps is None:
             raise ValueError("schedule 'cosine' needs total_steps")
         lr = optim.cosine_decay_with_warmup(learning_rate, warmup_steps, total_steps)
-    elif not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
     if name == "adamw":
         return optim.adamw(lr, weight_decay=weight_decay)
     return {

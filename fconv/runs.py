@@ -44,7 +44,12 @@ _RESUME_KEYS = ("dataset", "num_classes", "input_shape", "seed", "batch_size", "
 def _prepare_out_dir(out_dir: str, resume: bool, overwrite: bool) -> None:
     """Creates ``out_dir``; unless resuming, refuses an earlier run in it (``FileExistsError``)
     or, with ``overwrite``, deletes that run's checkpoints and metrics file."""
-    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"`out_dir` {out_dir!r} exists and is not a directory")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:  # e.g. a parent that is a file, or no permission
+        raise ValueError(f"cannot create `out_dir` {out_dir!r}: {e.strerror or e}") from e
     metrics_path = os.path.join(out_dir, METRICS_FILE)
     steps = checkpoint.all_steps(out_dir)
     if resume or not (steps or os.path.exists(metrics_path)):
@@ -123,6 +128,8 @@ def _start_run(
             if resume and checkpoint.latest_step(out_dir) is not None:
                 state, start_epoch = _restore(out_dir, state, cfg)
                 history = _history_up_to(out_dir, start_epoch)
+            elif resume:  # nothing to resume from: start over, without the stale epoch records
+                _history_up_to(out_dir, 0)
         except Exception as e:  # noqa: BLE001 - re-raised below, after telling the others
             error = e
     if jax.process_count() > 1:

@@ -52,6 +52,7 @@ from fconv.losses import accuracy, l2_regularization, softmax_cross_entropy
 # The modules fit builds on. Their public names are re-exported (see __all__), so that
 # fconv.train.X keeps working for every name that used to be defined here.
 from fconv.metrics_log import METRICS_FILE, _append_line, read_metrics
+from fconv.optim._checks import _check_real
 from fconv.progress import _Progress
 from fconv.recipes import (
     AUGMENTATIONS,
@@ -125,11 +126,10 @@ def make_train_step_fn(
     documented in :func:`make_train_step`.
 
     Raises:
-        ValueError: If ``weight_decay`` is negative.
+        TypeError: If ``weight_decay`` is not a real number.
+        ValueError: If ``weight_decay`` is negative or not finite.
     """
-    if not weight_decay >= 0:
-        raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay}")
-    wd = float(weight_decay)
+    wd = _check_real("weight_decay", weight_decay, lo=0.0)
 
     def objective(params, model_state, x, y, key):
         logits, new_model_state = model.apply(params, x, rng=key, train=True, state=model_state)
@@ -191,7 +191,8 @@ def make_train_step(
         scalars (the L2 penalty is not included in ``"loss"``).
 
     Raises:
-        ValueError: If ``weight_decay`` is negative.
+        TypeError: If ``weight_decay`` is not a real number.
+        ValueError: If ``weight_decay`` is negative or not finite.
     """
     return jax.jit(
         make_train_step_fn(model, optimizer, weight_decay=weight_decay, loss=loss, augment=augment),
@@ -448,7 +449,7 @@ def fit(
             stderr is a terminal, else one printed line per epoch. False prints nothing.
         resume: Continue from the latest checkpoint in ``out_dir`` (with the next epoch); the
             metrics file is trimmed to the epochs that checkpoint covers. Without a checkpoint
-            the run starts from scratch.
+            the run starts from scratch, and the metrics file is emptied of the earlier records.
         overwrite: Delete the checkpoints and metrics of an earlier run in ``out_dir`` instead
             of raising ``FileExistsError``. Default False.
         checkpoint_every: Save a checkpoint every this many epochs (and after the last); default 1.
@@ -473,15 +474,27 @@ def fit(
         earlier epochs) and the final :class:`TrainState`.
 
     Raises:
+        TypeError: An argument of the wrong type (e.g. an ``optimizer`` that is neither an
+            ``Optimizer`` nor a dict). All arguments are checked before ``out_dir`` is touched.
         ValueError: Bad arguments, ``resume`` without ``out_dir``, a ``batch_size`` not
             divisible by the number of devices, or a checkpoint that does not match this run
             (other seed, batch size, dataset, model or parameter shapes).
         FileExistsError: ``out_dir`` holds an earlier run and neither ``resume`` nor
             ``overwrite`` is set.
     """
+    # Every argument is checked before anything on disk is touched or any training starts.
     epochs = _check_int("epochs", epochs, lo=1)
     seed = _check_int("seed", seed, lo=0)
     checkpoint_every = _check_int("checkpoint_every", checkpoint_every, lo=1)
+    keep = _check_int("keep", keep, lo=1)
+    eval_batch_size = _check_int("eval_batch_size", eval_batch_size, lo=1)
+    weight_decay = _check_real("weight_decay", weight_decay, lo=0.0)
+    if not isinstance(optimizer, (optim.Optimizer, Mapping)):
+        raise TypeError(
+            "`optimizer` must be an fconv.optim.Optimizer (e.g. fconv.optim.adam(1e-3)) or a "
+            f'dict of make_optimizer arguments (e.g. {{"name": "adam", "learning_rate": 1e-3}}), '
+            f"got {optimizer!r}"
+        )
     n_train = dataset.num_train
     batch_size = _check_int("batch_size", batch_size, lo=1)
     if batch_size > n_train:

@@ -113,6 +113,30 @@ def test_corrupt_npz_byte_raises_before_returning(tmp_path):
         checkpoint.restore(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda m: m.pop("sha256"), 'no "sha256" checksum'),
+        (lambda m: m.update(step="3"), '"step" must be an int'),
+        (lambda m: m.pop("trees"), 'no "trees" mapping'),
+        (lambda m: m["trees"].pop("params"), "no metadata .* for tree 'params'"),
+        (
+            lambda m: m["trees"]["params"]["leaves"][0].pop("shape"),
+            "tree 'params' needs \"leaves\"",
+        ),
+        (lambda m: m["trees"]["params"].update(skeleton=["?", 1]), "the skeleton of params"),
+    ],
+)
+def test_malformed_metadata_is_reported_as_corrupt(tmp_path, damage, match):
+    checkpoint.save(tmp_path, params=_params(), step=3)
+    path = tmp_path / "ckpt_00000003.json"
+    meta = json.loads(path.read_text())
+    damage(meta)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"checkpoint .*ckpt_00000003\.json is corrupt: " + match):
+        checkpoint.restore(tmp_path)
+
+
 def test_missing_json_is_not_complete(tmp_path):
     checkpoint.save(tmp_path, params=_params(), step=1)
     checkpoint.save(tmp_path, params=_params(), step=2)
@@ -181,6 +205,15 @@ def test_keep_deletes_older_checkpoints(tmp_path):
     ]
     with pytest.raises(ValueError, match="keep must be >= 1, got 0"):
         checkpoint.save(tmp_path, params={}, step=9, keep=0)
+
+
+def test_keep_never_deletes_the_checkpoint_just_saved(tmp_path):
+    for s in (10, 20, 30):
+        checkpoint.save(tmp_path, params={"w": jnp.ones(1)}, step=s, keep=3)
+    path = checkpoint.save(tmp_path, params={"w": jnp.zeros(1)}, step=5, keep=3)
+    assert os.path.exists(path)
+    assert checkpoint.all_steps(tmp_path) == [5, 20, 30]  # it and the keep - 1 highest others
+    np.testing.assert_array_equal(checkpoint.restore(tmp_path, step=5).params["w"], [0.0])
 
 
 def test_existing_step_needs_overwrite(tmp_path):

@@ -155,6 +155,15 @@ def test_missing_files_and_data_dirs_give_one_line_and_exit_2(tmp_path, capsys):
         assert text in line, line
 
 
+def test_an_out_path_that_is_a_file_gives_one_line_and_exit_2(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    for out, text in [(afile, "exists and is not a directory"), (afile / "sub", "cannot create")]:
+        assert cli.main(["train", "--epochs", "1", "--out", str(out), "--overwrite"]) == 2
+        assert text in _one_line_error(capsys, "fconv train: error: ")
+    assert afile.read_text() == "keep me"
+
+
 def test_training_into_an_existing_run_asks_for_resume(digits_run, capsys):
     assert cli.main(["train", "--out", str(digits_run), "--quiet"]) == 2
     line = _one_line_error(capsys, "fconv train: error: ")

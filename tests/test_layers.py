@@ -660,11 +660,23 @@ def test_constructor_errors(make, error, match):
         (L.FanInSum(), ((1, 2), (1, 3)), "FanInSum: branch output shapes must be equal"),
         (L.FanInConcat(), ((1, 2, 3), (1, 2, 4)), "must agree except along axis 1"),
         (L.parallel(L.Relu()), ((1, 2), (1, 2)), "expected 1 input branches, got 2"),
+        (L.Softmax(axis=5), (1, 10), r"Softmax: `axis` \(=5\) is out of range .* -2 <= axis < 2"),
+        (L.LogSoftmax(axis=-3), (1, 10), r"LogSoftmax: `axis` \(=-3\) is out of range"),
     ],
 )
 def test_init_errors(layer, shape, match):
     with pytest.raises((ValueError, TypeError), match=match):
         layer.init(KEY, shape)
+
+
+def test_apply_errors_name_the_layer_and_what_it_expected():
+    dense = L.Dense(4)
+    _, params = dense.init(KEY, (-1, 5))
+    with pytest.raises(ValueError, match="Dense: the input has 6 features .* initialised for 5"):
+        dense.apply(params, jnp.ones((2, 6)))
+    pair = L.parallel(L.Relu(), L.Relu())
+    with pytest.raises(ValueError, match="parallel: expected a tuple of 2 input branches, got 1"):
+        pair.apply(((), ()), (jnp.ones(2),))
 
 
 def test_tuple_input_to_a_leaf_layer_is_a_type_error():

@@ -347,6 +347,12 @@ def test_cosine_decay_with_warmup_values():
     np.testing.assert_allclose(got, list(expected.values()), rtol=1e-6, atol=1e-7)
 
 
+def test_cosine_decay_reaches_end_value_at_total_steps_even_when_it_is_all_warmup():
+    s = fo.cosine_decay_with_warmup(1.0, 4, 4, end_value=0.1)
+    got = [float(s(t)) for t in range(7)]
+    np.testing.assert_allclose(got, [0.0, 0.25, 0.5, 0.75, 0.1, 0.1, 0.1], atol=1e-7)
+
+
 def test_cosine_decay_without_warmup_starts_at_peak():
     s = fo.cosine_decay_with_warmup(2.0, 0, 10)
     np.testing.assert_allclose([float(s(0)), float(s(5)), float(s(10))], [2.0, 1.0, 0.0], atol=1e-6)

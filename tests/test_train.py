@@ -197,6 +197,23 @@ def test_resume_without_checkpoint_starts_fresh_and_finished_run_does_nothing(tm
     _assert_trees_equal(same.params, state.params)
 
 
+def test_resume_without_checkpoint_drops_the_interrupted_runs_epoch_records(tmp_path):
+    class Crash(Exception):
+        pass
+
+    def crash_after_epoch_1(record):
+        if record["epoch"] == 1:
+            raise Crash
+
+    # checkpoint_every=2: epoch 1 is logged, then the run dies before any checkpoint exists.
+    with pytest.raises(Crash):
+        _fit_tiny(epochs=3, out_dir=tmp_path, checkpoint_every=2, log=crash_after_epoch_1)
+    assert checkpoint.all_steps(tmp_path) == []
+    history, _ = _fit_tiny(epochs=3, out_dir=tmp_path, checkpoint_every=2, resume=True)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert [r["epoch"] for r in train.read_metrics(tmp_path)] == [1, 2, 3]
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -204,11 +221,47 @@ def test_resume_without_checkpoint_starts_fresh_and_finished_run_does_nothing(tm
         ({"batch_size": 97}, r"`batch_size` \(97\) must be <= the number of training"),
         ({"resume": True}, "resume=True needs out_dir"),
         ({"seed": -1}, "`seed` must be >= 0"),
+        ({"keep": 0}, "`keep` must be >= 1"),
+        ({"eval_batch_size": 0}, "`eval_batch_size` must be >= 1"),
+        ({"weight_decay": -1.0}, "`weight_decay` must be >= 0"),
+        ({"weight_decay": float("inf")}, "`weight_decay` must be finite"),
     ],
 )
 def test_fit_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         _fit_tiny(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"optimizer": "adam"}, "`optimizer` must be an fconv.optim.Optimizer"),
+        ({"weight_decay": "x"}, "`weight_decay` must be a real number"),
+        ({"keep": 2.5}, "`keep` must be an int"),
+    ],
+)
+def test_fit_rejects_arguments_of_the_wrong_type(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        _fit_tiny(**kwargs)
+
+
+def test_fit_checks_every_argument_before_touching_an_earlier_run(tmp_path):
+    _fit_tiny(epochs=1, out_dir=tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    for bad in ({"weight_decay": -1.0}, {"keep": 0}, {"eval_batch_size": 0}):
+        with pytest.raises(ValueError):
+            _fit_tiny(epochs=1, out_dir=tmp_path, overwrite=True, **bad)
+        assert sorted(os.listdir(tmp_path)) == before  # the earlier run is still there
+
+
+def test_fit_refuses_an_out_dir_that_is_a_file(tmp_path):
+    path = tmp_path / "afile"
+    path.write_text("not a run")
+    with pytest.raises(ValueError, match="exists and is not a directory"):
+        _fit_tiny(epochs=1, out_dir=path, overwrite=True)
+    assert path.read_text() == "not a run"
+    with pytest.raises(ValueError, match="cannot create `out_dir`"):
+        _fit_tiny(epochs=1, out_dir=path / "sub")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,6 +343,11 @@ def test_registries_reject_unknown_names():
         train.make_optimizer("adamax", 1e-3)
     with pytest.raises(ValueError, match="schedule 'cosine' needs total_steps"):
         train.make_optimizer("adam", 1e-3, schedule="cosine")
+    for lr in (0.0, -1.0):  # the cosine schedule's peak too (it used to train at rate 0)
+        with pytest.raises(ValueError, match=f"learning_rate must be > 0, got {lr}"):
+            train.make_optimizer("adam", lr, schedule="cosine", total_steps=10)
+    with pytest.raises(TypeError, match="learning_rate must be a number"):
+        train.make_optimizer("sgd", "0.1")
     with pytest.raises(ValueError, match="give data_dir"):
         train.load_dataset("mnist")
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -71,13 +71,25 @@ def Softplus() -> base.Layer:
     return _elementwise("Softplus", jax.nn.softplus)
 
 
+def _along_axis(name: str, axis: int, fn) -> base.Layer:
+    """A shape-preserving layer ``fn(x, axis)`` whose init checks ``axis`` against the input."""
+
+    def shape_fn(shape):
+        if not -len(shape) <= axis < len(shape):
+            raise ValueError(
+                f"{name}: `axis` (={axis}) is out of range for an input of shape {shape}: "
+                f"expected {-len(shape)} <= axis < {len(shape)}."
+            )
+        return shape
+
+    return base.parameter_free(name, lambda x: fn(x, axis=axis), shape_fn)
+
+
 def LogSoftmax(axis: int = -1) -> base.Layer:
     """``x - logsumexp(x, axis)`` along ``axis`` (default -1, the class axis of logits)."""
-    axis = base.check_axis(axis, "LogSoftmax")
-    return _elementwise("LogSoftmax", lambda x: jax.nn.log_softmax(x, axis=axis))
+    return _along_axis("LogSoftmax", base.check_axis(axis, "LogSoftmax"), jax.nn.log_softmax)
 
 
 def Softmax(axis: int = -1) -> base.Layer:
     """``exp(x) / sum(exp(x), axis)`` along ``axis`` (default -1)."""
-    axis = base.check_axis(axis, "Softmax")
-    return _elementwise("Softmax", lambda x: jax.nn.softmax(x, axis=axis))
+    return _along_axis("Softmax", base.check_axis(axis, "Softmax"), jax.nn.softmax)

@@ -94,6 +94,9 @@ def parallel(*layers: base.Layer) -> base.Layer:
         return tuple(lyr.init_state(s) for lyr, s in zip(layers, shapes))
 
     def apply(params, x, *, rng=None, train=False, state=None):
+        if not isinstance(x, (tuple, list)) or len(x) != n:
+            got = f"{len(x)} branches" if isinstance(x, (tuple, list)) else type(x).__name__
+            raise ValueError(f"parallel: expected a tuple of {n} input branches, got {got}.")
         states = (None,) * n if state is None else state
         outs = [
             _call(lyr, p, xi, k, train, s)

@@ -69,6 +69,12 @@ def Dense(
 
     def fn(params, x, rng, train):
         _check_features(tuple(x.shape), "Dense")
+        if x.shape[1] != params["w"].shape[0]:
+            raise ValueError(
+                f"Dense: the input has {x.shape[1]} features (shape {tuple(x.shape)}), but the "
+                f"parameters were initialised for {params['w'].shape[0]}: check the input shape "
+                "given to init (e.g. the image size before Flatten)."
+            )
         y = jnp.matmul(x, params["w"], precision=precision)
         return y if "b" not in params else y + params["b"].reshape(1, -1)
 

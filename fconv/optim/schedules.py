@@ -149,10 +149,11 @@ def cosine_decay_with_warmup(
     """Linear warm-up then half-cosine decay (``optax.warmup_cosine_decay_schedule``).
 
     * ``step < warmup_steps``: ``init_value + (peak_value - init_value) * step / warmup_steps``;
-    * ``warmup_steps <= step <= total_steps``:
+    * ``warmup_steps <= step < total_steps``:
       ``end_value + (peak_value - end_value) * (1 + cos(pi * p)) / 2`` with
       ``p = (step - warmup_steps) / (total_steps - warmup_steps)``;
-    * ``step > total_steps``: ``end_value``.
+    * ``step >= total_steps``: ``end_value`` (also when ``warmup_steps == total_steps``, where
+      the warm-up never reaches ``peak_value``).
 
     ``total_steps`` includes the warm-up.
 
@@ -183,7 +184,8 @@ def cosine_decay_with_warmup(
     def schedule(step: Any) -> jax.Array:
         t = _step_as_float(step)
         warm = init_value + (peak_value - init_value) * t / max(warmup_steps, 1)
-        p = jnp.clip((t - warmup_steps) / decay_steps, 0.0, 1.0)
+        # p = 1 from total_steps on, also when warmup_steps == total_steps (no decay phase).
+        p = jnp.where(t >= total_steps, 1.0, jnp.clip((t - warmup_steps) / decay_steps, 0.0, 1.0))
         cosine = end_value + (peak_value - end_value) * 0.5 * (1.0 + jnp.cos(jnp.pi * p))
         return jnp.where(t < warmup_steps, warm, cosine).astype(jnp.float32)
 
