@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from typing import Any
 
 __all__ = ["TMP_SUFFIX", "write_bytes_atomic", "save_json_atomic"]
@@ -33,13 +33,28 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _create_temp(directory: str, name: str) -> tuple[int, str]:
+    """Creates ``directory/.name.<random>.tmp`` exclusively, with the permissions a plain
+    ``open(path, "wb")`` would give (``0o666`` less the umask; ``tempfile.mkstemp`` would make
+    every written file private, 0600); returns ``(fd, path)``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a unique temporary file for {name!r} in {directory!r}")
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically.
 
     The bytes go to a temporary file in the same directory, which is flushed and fsync-ed and
     then renamed over ``path`` with :func:`os.replace` (atomic on POSIX and Windows when both
     names are on one file system). On any failure the temporary file is removed and ``path`` is
-    left as it was.
+    left as it was. The file gets the permissions ``open(path, "wb")`` would give it (0666 less
+    the process's umask).
 
     Args:
         path: Destination file. Its directory must exist.
@@ -55,9 +70,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
-    fd, tmp = tempfile.mkstemp(
-        prefix="." + os.path.basename(path) + ".", suffix=TMP_SUFFIX, dir=directory
-    )
+    fd, tmp = _create_temp(directory, os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

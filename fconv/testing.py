@@ -8,6 +8,7 @@ Public API: users run it on their own ``custom_vjp`` ops::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -35,7 +36,10 @@ class VJPReport(NamedTuple):
       rel_err: ``abs_err`` divided by the reference gradient's max magnitude (its scale).
       fd_rel_err: per argument, the relative error of the custom directional derivative
         ``<dL/da, v>`` against central finite differences of ``L = <f(args), g>`` (float64),
-        worst over the random directions ``v``; ``nan`` where float64 is unavailable.
+        worst over the random directions ``v``; ``inf`` where the finite difference or the
+        directional derivative is not finite (e.g. a step of ``eps`` leaves ``f``'s domain, or
+        the custom gradient has a NaN), which fails the check; ``nan`` where the
+        finite-difference check was not run.
       rtol: the tolerance ``rel_err`` was held to.
       fd_rtol: the tolerance ``fd_rel_err`` was held to.
     """
@@ -115,6 +119,9 @@ def _fd_errors(
 
             fd = (loss(eps) - loss(-eps)) / (2 * eps)
             an = float(jnp.vdot(grad, v))
+            if not (math.isfinite(fd) and math.isfinite(an)):  # e.g. a step left f's domain
+                worst = math.inf  # unverifiable: a failure, never a perfect score
+                continue
             scale = max(abs(an), abs(fd), float(jnp.linalg.norm(grad) * jnp.linalg.norm(v)))
             worst = max(worst, abs(fd - an) / scale if scale > 0 else 0.0)
         errors.append(worst)

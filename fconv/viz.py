@@ -97,21 +97,27 @@ def conv_activations(
 ) -> list[tuple[str, np.ndarray]]:
     """The output of every convolution layer for one example, in inference mode.
 
-    The model's forward pass is traced once (``jax.make_jaxpr``); every ``Conv`` layer's apply
-    runs inside ``jax.named_scope("fconv.Conv")`` (``fconv.ConvTranspose`` likewise), so the
-    last value computed in each such scope -- the convolution plus bias, before any activation
-    -- is the layer's output. The traced program is then evaluated with those values as its
-    outputs. Works for any model built from ``fconv.layers`` (residual branches included).
+    The model's forward pass is traced once (``jax.make_jaxpr``). Every ``Conv`` layer's apply
+    runs inside ``jax.named_scope("fconv.Conv")`` and its op inside ``"fconv.conv"`` (likewise
+    ``fconv.ConvTranspose`` / ``fconv.conv_transpose``), where it computes channels-first (a
+    ``channels_last`` layer transposes around it). Each convolution primitive in such an op
+    scope whose result is used starts one layer; the layer's output is the last value of that
+    scope which is computed from the convolution's result and has its shape -- the convolution
+    plus bias, channels-first, before any activation. The traced program is then evaluated
+    with those values as its outputs. Works for any model built from ``fconv.layers``
+    (residual branches included).
 
     Args:
         model: A ``Layer``.
         params: Its parameters.
         model_state: Its state (``model.init_state(...)`` for stateless models).
-        x: One example ``(C, H, W)`` or a batch of one ``(1, C, H, W)``.
+        x: One example ``(C, H, W)`` or a batch of one ``(1, C, H, W)`` (or ``(H, W, C)`` /
+            ``(1, H, W, C)`` for a channels-last model).
 
     Returns:
         ``[(name, activation)]`` in execution order: names ``"conv1"``, ``"conv2"``, ... (or
-        ``"conv_transpose1"``...), activations numpy ``(C_out, H_out, W_out)`` for the example.
+        ``"conv_transpose1"``...), activations numpy ``(C_out, H_out, W_out)`` for the example,
+        whatever the layers' layout.
 
     Raises:
         ValueError: If ``x`` is not one image.
@@ -126,23 +132,33 @@ def conv_activations(
         return model.apply(params, x, train=False, state=model_state)[0]
 
     closed = jax.make_jaxpr(forward)(params, model_state, x)
-    found: list[tuple[str, Any]] = []
-    current = None  # (scope, last outvar, seen the op itself)
+    found: list[tuple[str, Any]] = []  # (layer scope, output var)
+    current = None  # [layer scope, output var, its shape, vars computed from the convolution]
+    used = {v for e in closed.jaxpr.eqns for v in e.invars if isinstance(v, jex_core.Var)}
+    used.update(v for v in closed.jaxpr.outvars if isinstance(v, jex_core.Var))
     for eqn in closed.jaxpr.eqns:
-        scope = str(eqn.source_info.name_stack).split("/")[0]
-        if not scope.startswith("fconv.Conv"):
+        parts = str(eqn.source_info.name_stack).split("/")
+        if not (
+            parts[0].startswith("fconv.Conv")
+            and len(parts) > 1
+            and parts[1].startswith("fconv.conv")
+        ):
+            continue  # not inside a conv layer's op (e.g. a channels-last layer's transposes)
+        if eqn.primitive.name in _OP_PRIMITIVES and eqn.outvars[0] in used:
+            # The convolution (an unused one, e.g. the primal of an autodiff transpose, is
+            # skipped): a new layer starts.
             if current is not None:
-                found.append(current[:2])
-                current = None
-            continue
-        is_op = eqn.primitive.name in _OP_PRIMITIVES
-        if current is not None and (current[0] != scope or (is_op and current[2])):
-            found.append(current[:2])  # a conv layer directly after another one
-            current = None
-        seen = is_op or (current is not None and current[2])
-        current = (scope, eqn.outvars[0], seen)
+                found.append((current[0], current[1]))
+            out = eqn.outvars[0]
+            current = [parts[0], out, out.aval.shape, set(eqn.outvars)]
+        elif current is not None and any(
+            isinstance(v, jex_core.Var) and v in current[3] for v in eqn.invars
+        ):
+            current[3].update(eqn.outvars)
+            if eqn.outvars[0].aval.shape == current[2]:  # e.g. the bias add
+                current[1] = eqn.outvars[0]
     if current is not None:
-        found.append(current[:2])
+        found.append((current[0], current[1]))
     if not found:
         return []
     jaxpr = closed.jaxpr.replace(outvars=[v for _, v in found])
@@ -174,11 +190,19 @@ def plot_curves(metrics_jsonl: str | os.PathLike[str], out_png: str | os.PathLik
     Raises:
         ImportError: Without matplotlib.
         FileNotFoundError: If the metrics file does not exist.
-        ValueError: If it holds no epoch records.
+        ValueError: If it holds no epoch records, or one lacks a loss or accuracy.
     """
     records = [r for r in read_metrics(metrics_jsonl) if "epoch" in r]
     if not records:
         raise ValueError(f"{os.fspath(metrics_jsonl)} holds no epoch records")
+    keys = [f"{split}_{metric}" for split in ("train", "test") for metric in ("loss", "acc")]
+    for r in records:
+        missing = [k for k in keys if k not in r]
+        if missing:
+            raise ValueError(
+                f"{os.fspath(metrics_jsonl)}: the record of epoch {r['epoch']} lacks {missing} "
+                "(expected the records fconv.train.fit writes)"
+            )
     epochs = [r["epoch"] for r in records]
     fig = _figure((10, 4))
     for ax, metric, title in zip(fig.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy")):
@@ -227,11 +251,13 @@ def plot_filters(first_conv_weights: Any, out_png: str | os.PathLike[str]) -> st
 
     Raises:
         ImportError: Without matplotlib.
-        ValueError: If the kernel is not 4-D.
+        ValueError: If the kernel is not 4-D or is empty.
     """
     w = np.asarray(first_conv_weights, np.float64)
-    if w.ndim != 4:
-        raise ValueError(f"first_conv_weights must be (O, C, kh, kw), got shape {w.shape}")
+    if w.ndim != 4 or 0 in w.shape:
+        raise ValueError(
+            f"first_conv_weights must be a non-empty (O, C, kh, kw) array, got shape {w.shape}"
+        )
     o, c = w.shape[:2]
     if c == 3:
         images = []

@@ -290,6 +290,17 @@ def test_atomic_io_writes_and_validates(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a.json", "b.bin"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_atomic_writes_get_the_permissions_open_would_give(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        atomic_io.write_bytes_atomic(tmp_path / "f.bin", b"x")  # not mkstemp's private 0600
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "f.bin").st_mode & 0o777 == mode
+
+
 def test_restore_only_some_trees_needs_no_optimizer_template(tmp_path):
     # Evaluation reads params and model state; a NamedTuple optimizer state (which would need a
     # template) is skipped and comes back as None. The checksum still covers the whole file.

@@ -457,6 +457,28 @@ def test_against_pytorch_functional():
             lambda: conv_input_grad(jnp.ones((1, 1, 4)), jnp.ones((1, 1, 3)), (1, 1, 5)),
             "`g` has shape",
         ),
+        # empty kernels and inputs
+        (lambda: conv(jnp.ones((1, 2, 5, 5)), jnp.ones((0, 2, 3, 3))), "every size >= 1"),
+        (lambda: conv_transpose(jnp.ones((1, 2, 5)), jnp.ones((2, 3, 0))), "every size >= 1"),
+        (
+            lambda: conv_transpose(jnp.ones((1, 2, 0, 5)), jnp.ones((2, 3, 3, 3))),
+            r"`x` must have every spatial size >= 1, got shape \(1, 2, 0, 5\)",
+        ),
+        # conv_transpose names its own kernel layout (C_in, C_out / groups, *kernel)
+        (
+            lambda: conv_transpose(jnp.ones((1, 2, 5)), jnp.ones((2, 3, 3)), groups=3),
+            r"must divide the kernel's C_in \(=2\)",
+        ),
+        (
+            lambda: conv_transpose(jnp.ones((1, 2, 5, 5)), jnp.ones((2, 3, 3))),
+            r"`w` must be 4-D \(C_in, C_out / groups, \*kernel\)",
+        ),
+        (
+            lambda: conv_transpose(
+                jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 3, 4)), layout="channels_last"
+            ),
+            r"`w` \(3, 3, 3, 4\) expects w.shape\[-1\] = 4 \(layout \(\*kernel, C_out",
+        ),
     ],
 )
 def test_bad_input_raises_a_clear_value_error(call, match):

@@ -175,6 +175,14 @@ def test_load_mnist_missing_file_names_expected_path(tmp_path):
         data.load_mnist(tmp_path)
 
 
+def test_load_mnist_rejects_test_images_of_another_size(tmp_path):
+    _write_mnist_dir(tmp_path, gz=False)
+    small, _ = _mnist_like(n=4, h=14, w=14, seed=3)
+    data.write_idx(tmp_path / "t10k-images-idx3-ubyte", small)
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte holds images of shape \(1, 14"):
+        data.load_mnist(tmp_path)
+
+
 def test_load_mnist_rejects_unknown_kind(tmp_path):
     with pytest.raises(ValueError, match="kind must be one of"):
         data.load_mnist(tmp_path, kind="emnist")
@@ -322,6 +330,10 @@ def test_synthetic_is_deterministic_and_validates():
         data.synthetic(input_shape=(28, 28))
     with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
         data.synthetic(num_classes=1)
+    with pytest.raises(TypeError, match=r"input_shape must be a tuple \(C, H, W\), got 28"):
+        data.synthetic(input_shape=28)
+    with pytest.raises(TypeError, match="noise must be a number"):
+        data.synthetic(noise="a")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,6 +364,10 @@ def test_normalize_validates():
         data.normalize(x, np.zeros(3), np.array([1.0, 0.0, 1.0]))
     with pytest.raises(ValueError, match=r"x must have shape \(N, C, H, W\)"):
         data.normalize(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="std must be > 0 in every channel"):
+        data.normalize(x, np.zeros(3), jnp.zeros(3))  # a concrete JAX std is checked too
+    with pytest.raises(ValueError, match="eps must be > 0, got -1"):
+        data.compute_mean_std(x, eps=-1)
     # A constant channel gets std eps, not a division by zero.
     assert np.all(np.isfinite(data.normalize(x)))
 
@@ -393,6 +409,8 @@ def test_batches_validates_eagerly():
         data.batches(x, np.zeros(4), 2.0)
     with pytest.raises(ValueError, match="x and y must have the same number of rows"):
         data.batches(x, np.zeros(3), 2)
+    with pytest.raises(TypeError, match=r"x must be an array .* got a list"):
+        data.batches(list(x), np.zeros(4), 2)
     assert len(list(data.batches(x, np.zeros(4), 5, drop_last=False))) == 1
 
 
@@ -441,3 +459,5 @@ def test_augment_composes_and_validates():
         data.random_crop(jax.random.PRNGKey(0), x, padding=-1)
     with pytest.raises(ValueError, match=r"x must have shape \(N, C, H, W\)"):
         data.random_flip(jax.random.PRNGKey(0), jnp.ones((3, 8, 8)))
+    with pytest.raises(TypeError, match="prob must be a number .*static under jit"):
+        jax.jit(data.random_flip)(jax.random.PRNGKey(0), x, 0.5)

@@ -635,6 +635,8 @@ def test_dense_without_flatten_says_add_flatten():
         (lambda: L.Reshape((2, -1, -1)), ValueError, "at most one -1"),
         (lambda: L.Reshape("23"), TypeError, "Reshape: `shape` must be a sequence of ints"),
         (lambda: L.LeakyRelu("0.1"), TypeError, "`negative_slope` must be a real number"),
+        (lambda: L.AvgPool(2, count_include_pad="no"), TypeError, "`count_include_pad` must be"),
+        (lambda: L.Gelu(approximate="tanh"), TypeError, "Gelu: `approximate` must be a bool"),
         (lambda: L.serial(L.Relu(), L.Relu), TypeError, r"argument 1 must be a Layer \(call"),
     ],
 )

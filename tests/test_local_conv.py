@@ -421,6 +421,17 @@ def test_conv_im2col_errors():
         conv_im2col(x, np.zeros((4, 4, 3, 3)), padding="same-ish")
     with pytest.raises(ValueError, match=r"`x` must be 3 or 4 or 5-D"):
         conv_im2col(np.zeros((4, 5)), np.zeros((4, 4, 3)))
+    for w in (np.zeros((4, 4, 0, 3)), np.zeros((0, 4, 3, 3))):  # no taps, no output channels
+        with pytest.raises(ValueError, match="`w` must have every size >= 1"):
+            conv_im2col(x, w)
+
+
+def test_unshared_convolutions_reject_empty_kernels():
+    x = np.zeros((1, 2, 5, 5))
+    with pytest.raises(ValueError, match=r"`w` must have every size >= 1 \(\*out_spatial"):
+        locally_connected(x, np.zeros((3, 3, 0, 2, 3, 3)))
+    with pytest.raises(ValueError, match=r"`w` must have every size >= 1 \(\*tile"):
+        tiled_conv(x, np.zeros((1, 1, 4, 2, 0, 3)), tile=1)
 
 
 def test_col2im_counts_the_windows_covering_each_cell():

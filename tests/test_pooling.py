@@ -180,6 +180,12 @@ def test_bad_pool_arguments_raise_value_error(call, match):
         call()
 
 
+def test_avg_pool_count_include_pad_must_be_a_bool():
+    for bad in ("no", None, 1):
+        with pytest.raises(TypeError, match="`count_include_pad` must be a bool"):
+            avg_pool(jnp.ones((1, 1, 3, 3)), 2, 1, 1, count_include_pad=bad)
+
+
 def test_integer_input_to_pool_raises():
     with pytest.raises(DTypeError, match="floating dtype"):
         max_pool(jnp.ones((1, 1, 4, 4), jnp.int32), 2)

@@ -126,6 +126,33 @@ def test_lp_pool_all_zero_window_has_zero_gradient():
     np.testing.assert_allclose(custom[0, 0, 2:, 2:], autodiff[0, 0, 2:, 2:], rtol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "value, p, dtype",
+    [(1e-3, 20, jnp.float32), (10.0, 40, jnp.float32), (300.0, 2, jnp.float16)],
+)
+def test_lp_pool_neither_overflows_nor_underflows(value, p, dtype):
+    # |x|^p alone would underflow (1e-3^20), overflow float32 (10^40) or float16 (300^2).
+    x = jnp.full((1, 1, 2, 2), value, dtype)
+    y = lp_pool(x, p, 2)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(np.float64(y[0, 0, 0, 0]), value * 4 ** (1 / p), rtol=2e-3)
+    dx = jax.grad(lambda x: lp_pool(x, p, 2).astype(jnp.float32).sum())(x)  # (1/4)^((p-1)/p)
+    np.testing.assert_allclose(np.float64(dx), 0.25 ** ((p - 1) / p), rtol=2e-3)
+
+
+def test_lp_pool_large_p_vjp_matches_autodiff():
+    x = _rand(2, 2, 7, 6, seed=4) * 10.0
+    _check(lambda x, vjp: lp_pool(x, 40, 3, 2, "SAME", vjp=vjp), x)
+
+
+def test_lp_pool_p1_gradient_at_an_exact_zero_is_sign_0():
+    # Both are subgradients of |x| at 0: the rule takes sign(0) = 0, jax.grad of abs takes 1.
+    x = np.array([[[0.0, 1.0, 0.0, 0.0, -2.0, 0.0]]])
+    custom, autodiff = _grads(lambda x, vjp: lp_pool(x, 1, 2, vjp=vjp), x, np.ones((1, 1, 3)))
+    np.testing.assert_array_equal(custom, [[[0.0, 1.0, 0.0, 0.0, -1.0, 0.0]]])
+    np.testing.assert_array_equal(autodiff, [[[1.0, 1.0, 1.0, 1.0, -1.0, 1.0]]])
+
+
 def test_lp_pool_errors():
     x = np.zeros((1, 1, 4, 4))
     with pytest.raises(ValueError, match=r"`p` must be a finite number >= 1, got 0.5"):
@@ -310,6 +337,21 @@ def test_adaptive_max_pool_ties_route_to_first_in_row_major_order():
     custom, autodiff = _grads(lambda x, vjp: adaptive_max_pool(x, 2, vjp=vjp), x, g)
     assert custom[0, 0, 0, 1] == 1.0 and custom[0, 0, 1, 0] == 0.0
     np.testing.assert_array_equal(custom, autodiff)
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        global_avg_pool,
+        global_max_pool,
+        lambda x: adaptive_avg_pool(x, 2),
+        lambda x: adaptive_max_pool(x, 2),
+        spatial_pyramid_pool,
+    ],
+)
+def test_region_pools_reject_an_empty_spatial_axis(op):
+    with pytest.raises(ValueError, match=r"`x` must have every spatial size >= 1 .*\(1, 2, 0, 3\)"):
+        op(jnp.ones((1, 2, 0, 3)))
 
 
 def test_adaptive_pool_errors():

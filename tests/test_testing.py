@@ -55,3 +55,15 @@ def test_bad_arguments():
         check_vjp(jnp.sin, jnp.sin, jnp.ones(3), reference="fd")
     with pytest.raises(ValueError, match="`argnums`"):
         check_vjp(jnp.sin, jnp.sin, jnp.ones(3), argnums=(1,))
+
+
+def test_finite_differences_that_leave_the_domain_fail_instead_of_scoring_zero():
+    @jax.custom_vjp
+    def wrong_sqrt(x):
+        return jnp.sqrt(x)
+
+    # d sqrt(x)/dx is 0.5 / sqrt(x): 0.6 is wrong, and both sides of the reference agree on it.
+    wrong_sqrt.defvjp(lambda x: (jnp.sqrt(x), x), lambda x, g: (g * 0.6 / jnp.sqrt(x),))
+    x = jnp.linspace(0.5, 2.0, 16).at[0].set(1e-7)  # x - eps v < 0: sqrt gives NaN there
+    report = check_vjp(wrong_sqrt, wrong_sqrt, x, raise_on_failure=False)
+    assert report.fd_rel_err == (float("inf"),) and not report.ok

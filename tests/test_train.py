@@ -13,7 +13,18 @@ import numpy as np
 import pytest
 
 from fconv import checkpoint, data, models, ops, optim, perf, train, viz
-from fconv.layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu, serial
+from fconv.layers import (
+    BatchNorm,
+    Conv,
+    ConvTranspose,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool,
+    Relu,
+    default_vjp,
+    serial,
+)
 
 RECORD_KEYS = {
     "epoch",
@@ -386,6 +397,39 @@ def test_conv_activations_find_every_conv_of_a_residual_net():
     assert [a.shape for _, a in maps] == [(4, 8, 8)] * 3 + [(8, 4, 4)] * 3
     with pytest.raises(ValueError, match="one example"):
         viz.conv_activations(model, params, model.init_state(), np.ones((2, 1, 8, 8)))
+
+
+@pytest.mark.parametrize("vjp", ["custom", "autodiff"])
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_conv_activations_of_back_to_back_convs_in_either_layout(layout, vjp):
+    shape = (-1, 3, 7, 7) if layout == "channels_first" else (-1, 7, 7, 3)
+    with default_vjp(vjp):
+        layers = [
+            Conv(4, 3, layout=layout),
+            Conv(2, 3, layout=layout),  # right after another conv: no op between them
+            ConvTranspose(5, 2, stride=2, layout=layout),
+            Conv(3, 3, layout=layout),
+        ]
+    model = serial(*layers)
+    _, params = model.init(jax.random.key(0), shape)
+    x = jax.random.normal(jax.random.key(1), shape[1:])
+    maps = viz.conv_activations(model, params, model.init_state(shape), x)
+    assert [name for name, _ in maps] == ["conv1", "conv2", "conv_transpose1", "conv3"]
+    h = x[None]
+    for layer, p, (_, got) in zip(layers, params, maps):
+        h = layer.apply(p, h)
+        want = h[0] if layout == "channels_first" else jnp.moveaxis(h[0], -1, 0)  # (C, H, W)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_plots_reject_records_without_metrics_and_empty_kernels(tmp_path):
+    metrics = tmp_path / train.METRICS_FILE
+    metrics.write_text(json.dumps({"epoch": 1, "step": 3, "train_loss": 0.5}) + "\n")
+    with pytest.raises(ValueError, match=r"the record of epoch 1 lacks \['train_acc'"):
+        viz.plot_curves(metrics, tmp_path / "curves.png")
+    with pytest.raises(ValueError, match="must be a non-empty"):
+        viz.plot_filters(np.zeros((0, 1, 3, 3)), tmp_path / "filters.png")
+    assert sorted(os.listdir(tmp_path)) == [train.METRICS_FILE]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fconv.data.dataset import _check_images, _check_int
+from fconv.data.dataset import _check_images, _check_int, _check_number
 
 
 def random_crop(key: jax.Array, x: jax.Array, padding: int = 4) -> jax.Array:
@@ -51,16 +51,18 @@ def random_flip(key: jax.Array, x: jax.Array, prob: float = 0.5) -> jax.Array:
     Args:
         key: A JAX PRNG key.
         x: Images ``(N, C, H, W)``.
-        prob: Probability of flipping each example, in ``[0, 1]``; default 0.5.
+        prob: Probability of flipping each example, in ``[0, 1]``; default 0.5. Under
+            ``jit``, ``prob`` must be static.
 
     Returns:
         An array with the shape and dtype of ``x``.
 
     Raises:
+        TypeError: If ``prob`` is not a number (e.g. a traced value).
         ValueError: If ``x`` is not 4-D or ``prob`` is outside ``[0, 1]``.
     """
     n = _check_images("x", x)[0]
-    if not 0.0 <= prob <= 1.0:
+    if not 0.0 <= _check_number("prob", prob) <= 1.0:
         raise ValueError(f"prob must be in [0, 1], got {prob}")
     x = jnp.asarray(x)
     flip = jax.random.bernoulli(key, prob, (n,))

@@ -60,11 +60,18 @@ def batches(
         ``(x[idx], y[idx])`` for consecutive chunks ``idx`` of the (shuffled) order.
 
     Raises:
-        TypeError: If ``batch_size``, ``seed`` or ``epoch`` is not an int.
+        TypeError: If ``x`` or ``y`` is a list or tuple, or ``batch_size``, ``seed`` or
+            ``epoch`` is not an int.
         ValueError: If ``x`` and ``y`` differ in length, ``batch_size`` < 1, ``batch_size`` > N
             with ``drop_last``, or ``seed``/``epoch`` is negative.
     """
     # Validate eagerly (not at the first next()) by doing it before creating the generator.
+    for name, v in (("x", x), ("y", y)):
+        if isinstance(v, (list, tuple)):  # they cannot be indexed by an index array
+            raise TypeError(
+                f"{name} must be an array (numpy or JAX), got a {type(v).__name__}; pass "
+                f"np.asarray({name})"
+            )
     n = int(np.shape(x)[0]) if np.ndim(x) else 0
     if np.ndim(x) == 0 or np.ndim(y) == 0 or np.shape(y)[0] != n:
         raise ValueError(

@@ -50,6 +50,16 @@ def _check_int(name: str, value: object, *, minimum: int | None = None) -> int:
     return int(value)
 
 
+def _check_number(name: str, value: object) -> float:
+    """A concrete real number (Python or numpy scalar; not a bool, not a traced value)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"{name} must be a number (a Python or numpy scalar; static under jit), got "
+            f"{value!r} of type {type(value).__name__}"
+        )
+    return float(value)
+
+
 def _check_images(name: str, x: object) -> tuple[int, ...]:
     shape = np.shape(x)
     if len(shape) != 4:

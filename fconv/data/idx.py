@@ -197,10 +197,12 @@ def load_mnist(directory: str | os.PathLike[str], kind: str = "mnist") -> Datase
         kind: ``"mnist"`` (default) or ``"fashion_mnist"``.
 
     Returns:
-        A :class:`Dataset` with images ``(N, 1, 28, 28)`` float32 in ``[0, 1]``, 10 classes.
+        A :class:`Dataset` with images ``(N, 1, H, W)`` float32 in ``[0, 1]`` (28 x 28 for the
+        standard files), 10 classes.
 
     Raises:
-        ValueError: If ``kind`` is unknown or a file is malformed (see :func:`load_idx`).
+        ValueError: If ``kind`` is unknown, a file is malformed (see :func:`load_idx`), or the
+            train and test images differ in size.
         FileNotFoundError: If a file is missing; the message names the path expected.
     """
     if kind not in _MNIST_KINDS:
@@ -209,4 +211,9 @@ def load_mnist(directory: str | os.PathLike[str], kind: str = "mnist") -> Datase
     paths = {key: _find_file(directory, name) for key, name in _MNIST_FILES.items()}
     x_train, y_train = load_idx(paths["x_train"], paths["y_train"])
     x_test, y_test = load_idx(paths["x_test"], paths["y_test"])
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise ValueError(
+            f"{paths['x_test']} holds images of shape {x_test.shape[1:]}, but "
+            f"{paths['x_train']} holds {x_train.shape[1:]}: the train and test images must match"
+        )
     return Dataset(x_train, y_train, x_test, y_test, 10, kind)

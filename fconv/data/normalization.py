@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from fconv.data.dataset import _check_images
+from fconv.data.dataset import _check_images, _check_number
 
 
 def compute_mean_std(x: np.ndarray, *, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
@@ -26,11 +26,14 @@ def compute_mean_std(x: np.ndarray, *, eps: float = 1e-6) -> tuple[np.ndarray, n
         ``(mean, std)``, each float32 of shape ``(C,)``.
 
     Raises:
-        ValueError: If ``x`` is not 4-D or has no elements.
+        TypeError: If ``eps`` is not a number.
+        ValueError: If ``x`` is not 4-D or has no elements, or ``eps`` is not > 0.
     """
     shape = _check_images("x", x)
     if math.prod(shape) == 0:
         raise ValueError(f"x must not be empty, got shape {shape}")
+    if not _check_number("eps", eps) > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
     x64 = np.asarray(x, dtype=np.float64)
     mean = x64.mean(axis=(0, 2, 3))
     std = np.maximum(x64.std(axis=(0, 2, 3)), eps)
@@ -41,7 +44,8 @@ def normalize(x: ArrayLike, mean: ArrayLike | None = None, std: ArrayLike | None
     """Normalise images per channel: ``(x - mean[c]) / std[c]``.
 
     Works on numpy arrays (returning numpy) and JAX arrays (returning JAX arrays, usable
-    inside ``jit`` when ``mean`` and ``std`` are given; the std > 0 check is then skipped).
+    inside ``jit`` when ``mean`` and ``std`` are given; the std > 0 check is skipped only for
+    a traced ``std``).
 
     Args:
         x: Images ``(N, C, H, W)``.
@@ -67,10 +71,10 @@ def normalize(x: ArrayLike, mean: ArrayLike | None = None, std: ArrayLike | None
             raise ValueError(
                 f"{name} must have shape ({c},) to match x's channels, got {np.shape(v)}"
             )
-    traced = any(isinstance(v, jax.Array) for v in (x, mean, std))
-    xp = jnp if traced else np
+    on_jax = any(isinstance(v, jax.Array) for v in (x, mean, std))
+    xp = jnp if on_jax else np
+    if not isinstance(std, jax.core.Tracer) and not np.all(np.asarray(std) > 0):
+        raise ValueError(f"std must be > 0 in every channel, got {np.ravel(std).tolist()}")
     mean = xp.asarray(mean, dtype=np.float32).reshape(1, c, 1, 1)
     std = xp.asarray(std, dtype=np.float32).reshape(1, c, 1, 1)
-    if not traced and not np.all(std > 0):
-        raise ValueError(f"std must be > 0 in every channel, got {std.ravel().tolist()}")
     return (x - mean) / std

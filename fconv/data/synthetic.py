@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fconv.data.dataset import Dataset, _check_int
+from fconv.data.dataset import Dataset, _check_int, _check_number
 
 
 def synthetic(
@@ -38,7 +38,8 @@ def synthetic(
         A :class:`Dataset` named ``"synthetic"`` with float32 images ``(N, C, H, W)``.
 
     Raises:
-        TypeError: If a count or ``seed`` is not an int.
+        TypeError: If a count or ``seed`` is not an int, ``input_shape`` is not a tuple or
+            ``noise`` is not a number.
         ValueError: If a count is out of range, ``input_shape`` is not three positive ints or
             ``noise`` is negative.
     """
@@ -46,12 +47,14 @@ def synthetic(
     num_test = _check_int("num_test", num_test, minimum=1)
     num_classes = _check_int("num_classes", num_classes, minimum=2)
     seed = _check_int("seed", seed, minimum=0)
+    if not isinstance(input_shape, (tuple, list)):
+        raise TypeError(f"input_shape must be a tuple (C, H, W), got {input_shape!r}")
     shape = tuple(input_shape)
     if len(shape) != 3 or any(
         isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in shape
     ):
         raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
-    if not noise >= 0:
+    if not _check_number("noise", noise) >= 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
     rng = np.random.default_rng([seed, 0x5359])
     prototypes = rng.uniform(0.0, 1.0, size=(num_classes, *shape)).astype(np.float32)

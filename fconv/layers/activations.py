@@ -52,7 +52,7 @@ def Elu(alpha: float = 1.0) -> base.Layer:
 
 def Gelu(approximate: bool = False) -> base.Layer:
     """``x * Phi(x)``; exact erf form by default, the tanh approximation if ``approximate``."""
-    approximate = bool(approximate)
+    approximate = base.check_bool(approximate, "approximate", "Gelu")
     return _elementwise("Gelu", lambda x: jax.nn.gelu(x, approximate=approximate))
 
 

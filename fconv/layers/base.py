@@ -140,6 +140,13 @@ def check_real(value: Any, name: str, where: str) -> float:
     return float(value)
 
 
+def check_bool(value: Any, name: str, where: str) -> bool:
+    """Returns ``value`` as a bool; TypeError for anything but a (numpy) bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: `{name}` must be a bool, got {value!r}.")
+    return bool(value)
+
+
 def check_ints(value: Any, name: str, where: str, *, minimum: int = 1) -> Any:
     """Checks an int-or-sequence-of-ints argument now; it is broadcast per dimension at init."""
     n = len(value) if isinstance(value, Sequence) and not isinstance(value, str) else 1

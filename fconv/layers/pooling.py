@@ -89,7 +89,7 @@ def AvgPool(
     >>> AvgPool(3, stride=1, padding="SAME").init(None, (-1, 6, 28, 28))
     ((-1, 6, 28, 28), {})
     """
-    count_include_pad = bool(count_include_pad)
+    count_include_pad = base.check_bool(count_include_pad, "count_include_pad", "AvgPool")
     pool = ops.avg_pool
     return _pool(
         "AvgPool", pool, window, stride, padding, layout, vjp, count_include_pad=count_include_pad

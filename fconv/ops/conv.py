@@ -659,17 +659,30 @@ def _check_groups(groups: Any) -> int:
     return groups
 
 
-def _check_kernel(w: jax.Array, n: int, groups: int, name: str = "w") -> None:
-    """Checks an OIHW kernel's rank and that groups divides its output channels."""
+def _check_kernel(
+    w: jax.Array,
+    n: int,
+    groups: int,
+    name: str = "w",
+    *,
+    layout: str = "(out_channels, in_channels / groups, *kernel)",
+    lead: str = "out_channels",
+    shown: tuple[int, ...] | None = None,
+) -> None:
+    """Checks a channels-first kernel's rank, that every size is >= 1 and that groups divides
+    its leading channels (``lead``, named as in ``layout``). ``shown`` is the shape the user
+    passed (a channels-last kernel is checked after conversion), for the messages."""
+    shown = tuple(w.shape) if shown is None else tuple(shown)
     if w.ndim != n + 2:
         raise ValueError(
-            f"`{name}` must be {n + 2}-D (out_channels, in_channels / groups, *kernel) to match a "
-            f"{n}-D convolution, got shape {tuple(w.shape)}."
+            f"`{name}` must be {n + 2}-D {layout} to match a {n}-D convolution, got shape {shown}."
         )
+    if 0 in w.shape:
+        raise ValueError(f"`{name}` must have every size >= 1 {layout}, got shape {shown}.")
     if w.shape[0] % groups:
         raise ValueError(
-            f"`groups` (={groups}) must divide the kernel's out_channels (={w.shape[0]}); "
-            f"`{name}` has shape {tuple(w.shape)}."
+            f"`groups` (={groups}) must divide the kernel's {lead} (={w.shape[0]}); "
+            f"`{name}` has shape {shown}."
         )
 
 
@@ -761,10 +774,14 @@ def conv(
     >>> conv(jnp.ones((1, 1, 4, 4)), jnp.ones((1, 1, 3, 3)), padding="SAME").shape
     (1, 1, 4, 4)
     """
+    w_shape = np.shape(w)  # as passed, for the messages
     last, (x, w) = _inputs_channels_first(layout, vjp, (x, "x", False), (w, "w", True))
     n = _canon.spatial_rank(x, "x")
     groups = _check_groups(groups)
-    _check_kernel(w, n, groups)
+    if last:
+        _check_kernel(w, n, groups, layout="(*kernel, C / groups, O)", lead="O", shown=w_shape)
+    else:
+        _check_kernel(w, n, groups)
     _check_in_channels(x.shape[1], w, groups, "input `x`")
     geo = _geometry(
         x.shape[2:],
@@ -950,15 +967,19 @@ def conv_transpose(
     Raises:
       ValueError: bad ``output_padding``, channel mismatch, or a non-positive output size.
     """
+    x_shape, w_shape = np.shape(x), np.shape(w)  # as passed, for the messages
     last, (x, w) = _inputs_channels_first(layout, vjp, (x, "x", False), (w, "w", True))
     n = _canon.spatial_rank(x, "x")
+    if 0 in x.shape[2:]:
+        raise ValueError(f"`x` must have every spatial size >= 1, got shape {x_shape}.")
     groups = _check_groups(groups)
-    _check_kernel(w, n, groups)
+    w_layout = "(*kernel, C_out / groups, C_in)" if last else "(C_in, C_out / groups, *kernel)"
+    _check_kernel(w, n, groups, layout=w_layout, lead="C_in", shown=w_shape)
     if x.shape[1] != w.shape[0]:
+        c_in = "w.shape[-1]" if last else "w.shape[0]"
         raise ValueError(
             f"channel mismatch: `x` has {x.shape[1]} channels but the transposed kernel `w` "
-            f"{tuple(w.shape)} expects w.shape[0] = {w.shape[0]} (layout (C_in, C_out / groups, "
-            "*kernel))."
+            f"{w_shape} expects {c_in} = {w.shape[0]} (layout {w_layout})."
         )
     stride_t = _canon.ntuple(stride, n, "stride")
     dilation_t = _canon.ntuple(dilation, n, "dilation")

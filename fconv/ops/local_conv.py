@@ -241,6 +241,11 @@ def _unshared_geometry(
             f"`w` must be {2 * n + 2}-D ({lead}, out_channels, in_channels, *kernel) for a "
             f"{n}-D input, got shape {tuple(w.shape)}."
         )
+    if 0 in w.shape:
+        raise ValueError(
+            f"`w` must have every size >= 1 ({lead}, out_channels, in_channels, *kernel), got "
+            f"shape {tuple(w.shape)}."
+        )
     if w.shape[n + 1] != x.shape[1]:
         raise ValueError(
             f"channel mismatch: `x` has {x.shape[1]} channels but `w` {tuple(w.shape)} expects "

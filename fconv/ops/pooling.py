@@ -354,7 +354,13 @@ def avg_pool(
 
     Returns:
       ``(N, C, *out)``.
+
+    Raises:
+      TypeError: ``count_include_pad`` not a bool.
+      ValueError: as for ``max_pool``.
     """
+    if not isinstance(count_include_pad, (bool, np.bool_)):
+        raise TypeError(f"`count_include_pad` must be a bool, got {count_include_pad!r}.")
     x, geo, last = _prepare(x, window, stride, padding, layout, vjp)
     count_include_pad = bool(count_include_pad)
     with jax.named_scope("fconv.avg_pool"):

@@ -32,6 +32,7 @@ from jax import lax
 
 from fconv.ops import _canon
 from fconv.ops._canon import Padding
+from fconv.ops._placement import place_back
 from fconv.ops.pooling import PoolGeometry, _prepare, window_sum_transpose
 
 __all__ = [
@@ -49,9 +50,17 @@ _HIGHEST = lax.Precision.HIGHEST
 
 
 def _check_x(x: Any, vjp: str, ranks: Sequence[int] = (1, 2, 3)) -> tuple[jax.Array, int]:
+    """For the ops that pool over whole regions (global, adaptive, SPP, ROI): every spatial
+    size must be >= 1, or a region would be empty."""
     _canon.check_vjp_mode(vjp)
     x = _canon.check_float_array(x, "x")
-    return x, _canon.spatial_rank(x, "x", ranks)
+    n = _canon.spatial_rank(x, "x", ranks)
+    if 0 in x.shape[2:]:
+        raise ValueError(
+            f"`x` must have every spatial size >= 1 (a pooled region cannot be empty), got "
+            f"shape {tuple(x.shape)}."
+        )
+    return x, n
 
 
 def _first_argmax_onehot(v: jax.Array, axis: int) -> jax.Array:
@@ -77,16 +86,42 @@ def _abs_pow(a: jax.Array, p: float) -> jax.Array:
     )
 
 
-def _lp_forward(x: jax.Array, p: float, geo: PoolGeometry) -> jax.Array:
-    s = lax.reduce_window(
-        _abs_pow(jnp.abs(x), p),
-        np.zeros((), x.dtype),
-        lax.add,
-        (1, 1, *geo.window),
-        (1, 1, *geo.stride),
-        ((0, 0), (0, 0), *geo.padding),
+def _acc_dtype(dtype: Any) -> Any:
+    """float32 for half-precision inputs (|x|^p of a float16 300 already overflows), else dtype."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _window_taps(a: jax.Array, geo: PoolGeometry) -> list[tuple[tuple[int, ...], jax.Array]]:
+    """``[(offset o, a_pad[..., o + s m])]`` for every window offset: output-shaped slices of
+    ``a`` zero-padded by the geometry's padding."""
+    a_pad = lax.pad(
+        a, jnp.zeros((), a.dtype), [(0, 0, 0)] * 2 + [(lo, hi, 0) for lo, hi in geo.padding]
     )
-    return s if p == 1 else lax.pow(s, jnp.asarray(1.0 / p, x.dtype))
+    m = geo.out_spatial
+    taps = []
+    for o in itertools.product(*(range(k) for k in geo.window)):
+        limit = [oi + (mi - 1) * si + 1 for oi, mi, si in zip(o, m, geo.stride)]
+        taps.append((o, lax.slice(a_pad, (0, 0, *o), (*a.shape[:2], *limit), (1, 1, *geo.stride))))
+    return taps
+
+
+# Lp-pool forward, scaled so that no power overflows or underflows: with M[m] the window's
+# largest |x| (the tap-wise max of the window's strided slices),
+#   y[m] = M[m] (sum_{k in window m} (|x_k| / M[m])^p)^(1/p)       (y[m] = 0 where M[m] = 0),
+# every ratio in [0, 1] and the sum in [1, K]. Half-precision inputs are accumulated in float32.
+# The autodiff twin differentiates the same program with M held constant (stop_gradient): y is
+# homogeneous in M, so that is the exact derivative (nan where a window is all zeros, p > 1).
+def _lp_forward(x: jax.Array, p: float, geo: PoolGeometry) -> jax.Array:
+    a = jnp.abs(x).astype(_acc_dtype(x.dtype))
+    taps = [t for _, t in _window_taps(a, geo)]
+    if p == 1:
+        return functools.reduce(lax.add, taps).astype(x.dtype)
+    peak = lax.stop_gradient(functools.reduce(lax.max, taps))
+    nonzero = peak > 0
+    peak_safe = jnp.where(nonzero, peak, jnp.ones((), peak.dtype))
+    total = functools.reduce(lax.add, [_abs_pow(t / peak_safe, p) for t in taps])
+    y = peak * lax.pow(total, jnp.asarray(1.0 / p, total.dtype))
+    return jnp.where(nonzero, y, jnp.zeros((), y.dtype)).astype(x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -99,21 +134,30 @@ def _lp_p_fwd(x, p, geo):
     return y, (x, y)
 
 
-# Lp-pool backward.  y[m] = S[m]^(1/p),  S[m] = sum_{y in window m} |x[y]|^p, so
-#   dy[m]/dx[y] = (1/p) S^(1/p - 1) p |x|^(p-1) sign(x) = |x[y]|^(p-1) sign(x[y]) y[m]^(1-p)
-#   dx[y] = |x[y]|^(p-1) sign(x[y]) * sum_{m containing y} g[m] y[m]^(1-p)
-# The window sum over m is the transpose of the forward window sum (pooling.window_sum_transpose).
-# y[m] = 0 means every |x| in window m is 0: the true derivative is 0 there (p > 1) or sign(0) = 0
-# (p = 1), while autodiff gives 0 * inf = nan; we set g[m] y[m]^(1-p) = 0 where y[m] = 0.
+# Lp-pool backward.  y[m] = S[m]^(1/p),  S[m] = sum_{k in window m} |x_k|^p, so
+#   dy[m]/dx_k = (1/p) S^(1/p - 1) p |x_k|^(p-1) sign(x_k) = (|x_k| / y[m])^(p-1) sign(x_k)
+#   dx[y] = sign(x[y]) * sum_{m containing y} g[m] (|x[y]| / y[m])^(p-1)
+# Per window offset o: the ratio of the tap slice |x|_o to y (in [0, 1]: no overflow however
+# large p), times g, placed back at o (pooling's place_back; the sum over o is the transpose of
+# the window sum). p = 1: the ratio is 1, dx = sign(x) * window_sum_transpose(g), with
+# sign(0) = 0 (the minimum-norm subgradient of |x|, as PyTorch's abs; jax.grad of abs takes 1
+# at 0). y[m] = 0 means every |x| in window m is 0: the true derivative is 0 there (p > 1),
+# where autodiff gives 0 * inf = nan; its windows add nothing.
 def _lp_p_bwd(p, geo, res, g):
     x, y = res
+    acc = _acc_dtype(x.dtype)
+    g, y = g.astype(acc), y.astype(acc)
+    if p == 1:
+        dx = jnp.sign(x).astype(acc) * window_sum_transpose(g, geo)
+        return (dx.astype(x.dtype),)
     positive = y > 0
-    y_safe = jnp.where(positive, y, jnp.ones((), y.dtype))
-    scale = g if p == 1 else g * lax.pow(y_safe, jnp.asarray(1.0 - p, y.dtype))
-    t = jnp.where(positive, scale, jnp.zeros((), g.dtype))
-    local = jnp.sign(x) if p == 1 else _abs_pow(jnp.abs(x), p - 1) * jnp.sign(x)
-    dx = local * window_sum_transpose(t, geo)
-    return (dx.astype(x.dtype),)
+    g_over = jnp.where(positive, g, jnp.zeros((), acc))
+    y_safe = jnp.where(positive, y, jnp.ones((), acc))
+    dx = None
+    for o, t in _window_taps(jnp.abs(x).astype(acc), geo):
+        term = place_back(g_over * _abs_pow(t / y_safe, p - 1), o, geo)
+        dx = term if dx is None else dx + term
+    return ((jnp.sign(x).astype(acc) * dx).astype(x.dtype),)
 
 
 _lp_p.defvjp(_lp_p_fwd, _lp_p_bwd)
@@ -132,7 +176,12 @@ def lp_pool(
 
     ``p=1`` is the window sum of ``|x|``; as ``p`` grows it tends to max pooling of ``|x|``.
     Unlike PyTorch's ``LPPool`` (which takes ``x^p`` without the absolute value) this is the
-    norm of the window. Where a window is all zeros the gradient is 0 (autodiff gives ``nan``).
+    norm of the window, computed as ``M (sum (|x| / M)^p)^(1/p)`` with ``M`` the window's
+    largest ``|x|``, so no power overflows or underflows (``p=40`` on values of 10, ``p=2`` on
+    float16 values of 300); half-precision inputs accumulate in float32. Where a window is all
+    zeros the gradient is 0 (autodiff gives ``nan`` for ``p > 1``). At an ``x`` that is exactly
+    0 with ``p=1`` the custom gradient takes ``sign(0) = 0`` (PyTorch's convention for
+    ``|x|``), where ``jax.grad`` of ``jnp.abs`` takes 1: both are subgradients.
 
     Args:
       x: ``(N, C, *spatial)``.
