@@ -63,7 +63,7 @@ def time_interleaved(
             jax.block_until_ready(fn())
     times: dict[str, list[float]] = {name: [] for name in fns}
     order = list(fns.items())
-    for r in range(iters):
+    for r in range(iters if order else 0):
         for name, fn in order[r % len(order) :] + order[: r % len(order)]:
             t0 = time.perf_counter()
             for _ in range(inner - 1):

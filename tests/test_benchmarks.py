@@ -42,6 +42,10 @@ def test_time_interleaved_inner_calls_back_to_back_within_a_sample():
     assert calls == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
 
 
+def test_time_interleaved_of_no_contenders_is_empty():
+    assert time_interleaved({}, iters=3) == {}
+
+
 def test_time_interleaved_rejects_inner_below_one():
     with pytest.raises(ValueError, match="inner"):
         time_interleaved({"a": lambda: 0.0}, iters=1, inner=0)
