@@ -3,8 +3,10 @@
     python examples/train_mnist.py ~/data/mnist [--fashion]
 
 The folder holds train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
-t10k-labels-idx1-ubyte. The same run from the command line:
-``fconv train --data mnist --data-dir ~/data/mnist --epochs 5 --batch-size 128 --lr 1e-3``.
+t10k-labels-idx1-ubyte. The same run from the command line (the CLI's default weight decay is
+0.001; this script uses none):
+``fconv train --data mnist --data-dir ~/data/mnist --epochs 5 --batch-size 128 --lr 1e-3
+--weight-decay 0``.
 """
 
 import sys

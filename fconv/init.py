@@ -224,10 +224,15 @@ def constant(value: float) -> Initializer:
     Returns:
         An initializer ``(rng, shape, dtype=jnp.float32) -> array``; ``rng`` is ignored.
 
+    Raises:
+        TypeError: if ``value`` is not a number (a Python or NumPy scalar, or a 0-d array).
+
     Example:
         >>> constant(0.1)(None, (2,))
         Array([0.1, 0.1], dtype=float32)
     """
+    if isinstance(value, (str, bytes)) or value is None or np.shape(value) != ():
+        raise TypeError(f"`value` must be a number, got {value!r}")
 
     def init(rng: Any, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
         del rng
@@ -312,7 +317,19 @@ def _truncated_std(lower: float, upper: float) -> float:
     """Standard deviation of a standard normal truncated to ``[lower, upper]``."""
     pdf_lo = math.exp(-0.5 * lower * lower) / math.sqrt(2.0 * math.pi)
     pdf_hi = math.exp(-0.5 * upper * upper) / math.sqrt(2.0 * math.pi)
-    mass = 0.5 * (math.erf(upper / math.sqrt(2.0)) - math.erf(lower / math.sqrt(2.0)))
+    # The mass by erfc in a tail (erf(10 / sqrt 2) rounds to 1: [10, 11] would get mass 0).
+    r2 = math.sqrt(2.0)
+    if lower >= 0:
+        mass = 0.5 * (math.erfc(lower / r2) - math.erfc(upper / r2))
+    elif upper <= 0:
+        mass = 0.5 * (math.erfc(-upper / r2) - math.erfc(-lower / r2))
+    else:
+        mass = 0.5 * (math.erf(upper / r2) - math.erf(lower / r2))
+    if not mass > 0 or (pdf_lo == 0 and pdf_hi == 0):
+        raise ValueError(
+            f"`lower` (={lower}) and `upper` (={upper}) lie too far in a tail of the normal: "
+            "its mass there underflows float64; choose bounds within about 35 sigma of 0"
+        )
     mean = (pdf_lo - pdf_hi) / mass
     var = 1.0 + (lower * pdf_lo - upper * pdf_hi) / mass - mean * mean
     return math.sqrt(var)
@@ -339,7 +356,10 @@ def truncated_normal(
         An initializer ``(rng, shape, dtype=jnp.float32) -> array``.
 
     Raises:
-        ValueError: if ``stddev <= 0`` or ``lower >= upper``.
+        ValueError: if ``stddev <= 0``, ``lower >= upper``, or both bounds lie so far in one
+            tail that the normal's mass between them underflows (at construction) or that the
+            sampler cannot resolve them in the dtype asked for (at the call; e.g. float32
+            bounds 4 and 5).
     """
     stddev = _check_real("stddev", stddev, positive=True)
     lower = _check_real("lower", lower)
@@ -350,7 +370,19 @@ def truncated_normal(
 
     def init(rng: Any, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
         dtype = _check_float_dtype(dtype)
-        return sigma * _flat(_std_truncated, rng, shape, dtype, lower=lower, upper=upper)
+        # JAX's sampler draws u between erf(lower / sqrt 2) and erf(upper / sqrt 2) in the
+        # sampling dtype (float32 at least) and maps it back with erfinv: far in one tail too few
+        # representable values lie between them and the samples collapse onto a bound.
+        sample_dtype = jnp.promote_types(dtype, jnp.float32)
+        a, b = (np.asarray(math.erf(v / math.sqrt(2.0)), sample_dtype) for v in (lower, upper))
+        if float(b) - float(a) < 1024 * float(jnp.finfo(sample_dtype).eps):
+            raise ValueError(
+                f"truncated_normal: `lower` (={lower}) and `upper` (={upper}) lie too far in one "
+                f"tail to sample in {jnp.dtype(sample_dtype).name} (erf of the bounds differs "
+                "by under 1024 ulps); move a bound nearer to 0"
+            )
+        samples = _flat(_std_truncated, rng, shape, sample_dtype, lower=lower, upper=upper)
+        return (sigma * samples).astype(dtype)
 
     return init
 
@@ -394,7 +426,9 @@ def variance_scaling(
         ``ValueError`` for shapes of rank < 1 (see :func:`compute_fans`).
 
     Raises:
-        ValueError: if ``scale <= 0`` or ``mode``/``distribution`` is not one of the listed strings.
+        ValueError: if ``scale <= 0``, ``groups < 1`` or ``mode``/``distribution`` is not one of
+            the listed strings.
+        TypeError: if ``scale`` is not a number, or an axis or ``groups`` is not an int.
 
     Example:
         >>> w = variance_scaling(2.0, "fan_in", "normal")(jax.random.key(0), (16, 3, 3, 3))
@@ -402,6 +436,13 @@ def variance_scaling(
         ((16, 3, 3, 3), dtype('float32'))
     """
     scale = _check_real("scale", scale, positive=True)
+    for name, axis in (("in_axis", in_axis), ("out_axis", out_axis)):  # ranges need the shape
+        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))):
+            raise TypeError(f"`{name}` must be an int or None, got {axis!r}")
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
+        raise TypeError(f"`groups` must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"`groups` must be >= 1, got {groups}")
     if mode not in _MODES:
         raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
     if distribution not in _DISTRIBUTIONS:

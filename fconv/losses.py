@@ -180,11 +180,13 @@ def _softmax_cross_entropy(logits, labels, eps, *, ids, reduction):
     else:
         targets = labels.astype(logits.dtype)
     targets = (1.0 - eps) * targets + eps / logits.shape[-1]
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    # sum_c t_c * (lse - z_c) = lse * sum_c t_c - sum_c t_c z_c; rows of t need not sum to 1
-    # exactly (e.g. an out-of-range id), so keep the sum_c t_c factor.
-    loss = lse * jnp.sum(targets, axis=-1) - jnp.sum(targets * logits, axis=-1)
-    return _reduce(loss, reduction)
+    # -sum_c t_c log softmax(z)_c, with log softmax shifted by max z (no precision lost to a
+    # common offset of the logits) and the classes with t_c = 0 left out, so that a masked
+    # class (z_c = -inf) adds 0, not 0 * -inf = nan. Rows of t need not sum to 1 (e.g. an
+    # out-of-range id gives a zero row, loss 0).
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    terms = jnp.where(targets == 0, jnp.zeros((), log_p.dtype), targets * log_p)
+    return _reduce(-jnp.sum(terms, axis=-1), reduction)
 
 
 def binary_cross_entropy_with_logits(
@@ -543,5 +545,5 @@ def l2_regularization(params: Any, *, exclude_bias: bool = True) -> jax.Array:
 def _sum_of_squares(leaves):
     total = jnp.zeros((), jnp.float32)
     for leaf in leaves:
-        total = total + jnp.sum(leaf * leaf)
+        total = total + jnp.sum(jnp.square(leaf.astype(jnp.float32)))  # no float16 overflow
     return total

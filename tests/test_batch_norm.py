@@ -97,6 +97,20 @@ def test_dtypes_follow_the_input_and_the_params(dtype):
     assert (dx.dtype, ds.dtype, db.dtype) == (dtype, jnp.float32, jnp.float32)
 
 
+def test_float16_statistics_are_taken_in_float32():
+    # Squares of |x - mean| > 256 overflow float16: the statistics are float32, y is float16.
+    x = (jax.random.normal(jax.random.key(0), (2, 4, 3, 3)) * 300).astype(jnp.float16)
+    ones, zeros = jnp.ones(4, jnp.float32), jnp.zeros(4, jnp.float32)
+    y, mean, var = batch_norm(x, ones, zeros)
+    assert y.dtype == jnp.float16 and mean.dtype == var.dtype == jnp.float32
+    x32 = np.asarray(x, np.float32)
+    want = (x32 - x32.mean((0, 2, 3), keepdims=True)) / np.sqrt(
+        x32.var((0, 2, 3), keepdims=True) + 1e-5
+    )
+    np.testing.assert_allclose(np.asarray(y, np.float32), want, atol=2e-3)
+    np.testing.assert_allclose(var, x32.var((0, 2, 3)), rtol=1e-5)
+
+
 def test_float16_backward_stays_finite_with_many_entries_and_large_gradients():
     # M = 64 * 32 * 32 = 65536 exceeds float16's range: the rule only ever divides by M and
     # keeps its sums in float32, so the gradient stays finite and close to autodiff's.
@@ -104,7 +118,7 @@ def test_float16_backward_stays_finite_with_many_entries_and_large_gradients():
     x = jnp.asarray(rng.standard_normal((64, 2, 32, 32)), jnp.float16)
     g = jnp.asarray(rng.standard_normal(x.shape) * 64, jnp.float16)
     ones, zeros = jnp.ones(2, jnp.float32), jnp.zeros(2, jnp.float32)
-    cts = (g, jnp.zeros(2, jnp.float16), jnp.zeros(2, jnp.float16))
+    cts = (g, jnp.zeros(2, jnp.float32), jnp.zeros(2, jnp.float32))  # float32 statistics
     grads = {
         vjp: jax.vjp(functools.partial(batch_norm, vjp=vjp), x, ones, zeros)[1](cts)
         for vjp in ("custom", "autodiff")

@@ -190,6 +190,30 @@ def test_truncated_normal_has_requested_stddev_and_bounds(lower, upper):
     assert x.max() <= upper * sigma0 * (1 + 1e-6)
 
 
+def test_truncated_normal_far_in_a_tail_is_a_clear_error():
+    # [10, 11] sigma: erf rounds both bounds to 1 (float64 erf too: the mass needs erfc).
+    assert fi._truncated_std(10.0, 11.0) == pytest.approx(0.0971, rel=0.01)
+    with pytest.raises(ValueError, match=r"too far in one tail to sample in float32"):
+        fi.truncated_normal(0.5, lower=10.0, upper=11.0)(KEY, DENSE)
+    with pytest.raises(ValueError, match="mass there underflows float64"):
+        fi.truncated_normal(0.5, lower=-41.0, upper=-40.0)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: fi.he_normal(groups=0), ValueError, "`groups` must be >= 1, got 0"),
+        (lambda: fi.he_normal(groups="2"), TypeError, "`groups` must be an int"),
+        (lambda: fi.glorot_uniform(in_axis=1.0), TypeError, "`in_axis` must be an int or None"),
+        (lambda: fi.constant("a"), TypeError, "`value` must be a number, got 'a'"),
+        (lambda: fi.constant(None), TypeError, "`value` must be a number, got None"),
+    ],
+)
+def test_initializer_arguments_are_checked_at_construction(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
 def test_truncated_std_matches_jax_constant():
     assert fi._truncated_std(-2.0, 2.0) == pytest.approx(0.87962566103423978, rel=1e-12)
 

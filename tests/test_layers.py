@@ -598,13 +598,36 @@ def test_batchnorm_eval_without_state_explains_the_fix():
     "kwargs, match",
     [
         ({"momentum": 1.0}, r"`momentum` must be in \[0, 1\), got 1.0"),
-        ({"eps": 0.0}, "`eps` must be > 0, got 0.0"),
+        ({"eps": 0.0}, "`eps` must be a finite number > 0, got 0.0"),
+        ({"eps": float("nan")}, "`eps` must be a finite number > 0, got nan"),
         ({"axis": 0}, r"`axis` \(=0\) must name a non-batch axis"),
     ],
 )
 def test_batchnorm_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         L.BatchNorm(**kwargs).init(KEY, (2, 3))
+
+
+@pytest.mark.parametrize("make", [L.LayerNorm, lambda **kw: L.GroupNorm(1, **kw)])
+def test_norm_layers_reject_non_finite_eps(make):
+    for eps in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="`eps` must be a finite number > 0"):
+            make(eps=eps)
+
+
+@pytest.mark.parametrize(
+    "make", [L.LayerNorm, lambda: L.GroupNorm(2), L.BatchNorm], ids=["layer", "group", "batch"]
+)
+def test_norm_layers_normalize_large_float16_inputs(make):
+    # |x - mean| > 256: squares overflow float16, so the statistics are taken in float32.
+    layer = make()
+    x = (jax.random.normal(KEY, (2, 4, 3, 3)) * 300).astype(jnp.float16)
+    _, params = layer.init(KEY, x.shape)
+    state = layer.init_state(x.shape)
+    y = layer.apply(params, x, train=True, state=state)
+    y = y[0] if isinstance(y, tuple) else y
+    assert y.dtype == jnp.float16 and bool(jnp.all(jnp.isfinite(y)))
+    assert float(jnp.std(y.astype(jnp.float32))) > 0.5  # normalized, not collapsed to 0
 
 
 def test_dense_without_flatten_says_add_flatten():

@@ -83,6 +83,24 @@ def test_softmax_cross_entropy_huge_logits_stay_finite():
     assert np.all(np.isfinite(grads))
 
 
+def test_softmax_cross_entropy_with_a_masked_class_is_finite():
+    # A class masked with a -inf logit has target 0: it adds 0, not 0 * -inf = nan.
+    logits = jnp.array([[2.0, -jnp.inf, 0.0]])
+    want = -np.log(np.exp(2.0) / (np.exp(2.0) + 1.0))
+    for labels in (jnp.array([0]), jnp.array([[1.0, 0.0, 0.0]])):
+        np.testing.assert_allclose(fl.softmax_cross_entropy(logits, labels), want, rtol=1e-6)
+        grad = jax.grad(lambda z, y=labels: fl.softmax_cross_entropy(z, y))(logits)
+        assert np.all(np.isfinite(grad)) and grad[0, 1] == 0.0
+
+
+def test_softmax_cross_entropy_ignores_a_common_offset_of_the_logits():
+    z = np.random.default_rng(0).standard_normal((4, 10))
+    y = jnp.array([1, 2, 3, 4])
+    base = fl.softmax_cross_entropy(z, y, label_smoothing=0.1)
+    shifted = fl.softmax_cross_entropy(z + 1e6, y, label_smoothing=0.1)  # float64 here
+    np.testing.assert_allclose(shifted, base, rtol=1e-9)
+
+
 def test_softmax_cross_entropy_gradient_is_softmax_minus_onehot_over_n():
     n = LOGITS.shape[0]
     grad = jax.grad(lambda z: fl.softmax_cross_entropy(z, LABELS))(jnp.asarray(LOGITS))
@@ -342,6 +360,11 @@ def test_accuracy_int_and_onehot():
 def test_accuracy_float_class_ids_raise():
     with pytest.raises(TypeError, match=r"`labels` of accuracy must be integer class ids"):
         fl.accuracy(LOGITS, LABELS.astype(np.float32))
+
+
+def test_l2_regularization_of_float16_params_does_not_overflow():
+    got = fl.l2_regularization({"w": jnp.full((1_000_000,), 0.3, jnp.float16)})
+    np.testing.assert_allclose(got, 1_000_000 * float(np.float16(0.3)) ** 2, rtol=1e-5)
 
 
 def test_l2_regularization_excludes_b_leaves():

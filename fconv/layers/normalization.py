@@ -7,6 +7,7 @@ channels-last). Params are ``{"scale": (C,), "b": (C,)}``, initialized to ones a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -49,9 +50,18 @@ def _affine_init(where, axis, param_dtype, extra_check=None):
 
 def _check_eps(eps: Any, where: str) -> float:
     eps = base.check_real(eps, "eps", where)
-    if eps <= 0:
-        raise ValueError(f"{where}: `eps` must be > 0, got {eps}.")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"{where}: `eps` must be a finite number > 0, got {eps}.")
     return eps
+
+
+def _normalized(x: jax.Array, axes: tuple[int, ...], eps: float) -> jax.Array:
+    """``(x - mean) / sqrt(var + eps)`` over ``axes``, with the statistics taken in float32 for
+    float16/bfloat16 ``x`` (squares of ``|x - mean| > 256`` overflow float16); x's dtype."""
+    xa = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    mean = jnp.mean(xa, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(xa - mean), axis=axes, keepdims=True)
+    return ((xa - mean) * lax.rsqrt(var + jnp.asarray(eps, xa.dtype))).astype(x.dtype)
 
 
 def BatchNorm(
@@ -119,8 +129,9 @@ def BatchNorm(
                 )
             else:
                 mean, var = state["mean"], state["var"]
-                inv = lax.rsqrt(
-                    _canon.per_channel(var, ax, x.ndim, x.dtype) + jnp.asarray(eps, x.dtype)
+                acc = jnp.promote_types(x.dtype, jnp.float32)  # a float16 var + eps can overflow
+                inv = _canon.per_channel(
+                    lax.rsqrt(var.astype(acc) + jnp.asarray(eps, acc)), ax, x.ndim, x.dtype
                 )
                 y = _affine((x - _canon.per_channel(mean, ax, x.ndim, x.dtype)) * inv, params, ax)
         if state is None:
@@ -156,10 +167,7 @@ def LayerNorm(*, eps: float = 1e-5, axis: int = 1, param_dtype: Any = jnp.float3
     axis = base.check_axis(axis, "LayerNorm")
 
     def fn(params, x, rng, train):
-        reduce = tuple(range(1, x.ndim))
-        mean = jnp.mean(x, axis=reduce, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=reduce, keepdims=True)
-        x_hat = (x - mean) * lax.rsqrt(var + jnp.asarray(eps, x.dtype))
+        x_hat = _normalized(x, tuple(range(1, x.ndim)), eps)
         return _affine(x_hat, params, _channel_axis(axis, tuple(x.shape), "LayerNorm"))
 
     return base.leaf("LayerNorm", _affine_init("LayerNorm", axis, param_dtype), fn)
@@ -199,9 +207,7 @@ def GroupNorm(
         ax = _channel_axis(axis, tuple(x.shape), "GroupNorm")
         xc = jnp.moveaxis(x, ax, 1)
         grouped = xc.reshape(xc.shape[0], num_groups, -1)
-        mean = jnp.mean(grouped, axis=2, keepdims=True)
-        var = jnp.mean(jnp.square(grouped - mean), axis=2, keepdims=True)
-        x_hat = ((grouped - mean) * lax.rsqrt(var + jnp.asarray(eps, x.dtype))).reshape(xc.shape)
+        x_hat = _normalized(grouped, (2,), eps).reshape(xc.shape)
         return _affine(jnp.moveaxis(x_hat, 1, ax), params, ax)
 
     return base.leaf("GroupNorm", _affine_init("GroupNorm", axis, param_dtype, check_groups), fn)

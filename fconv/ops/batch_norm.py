@@ -19,14 +19,19 @@ from fconv.ops import _canon
 __all__ = ["batch_norm"]
 
 
+# The statistics are taken in float32 for float16/bfloat16 inputs (squares of |x - mean| > 256
+# overflow float16), and returned in float32 then; y has x's dtype.
 def _forward(x, scale, bias, ax: int, eps: float):
+    acc = jnp.promote_types(x.dtype, jnp.float32)
     reduce = tuple(i for i in range(x.ndim) if i != ax)
-    mean = jnp.mean(x, axis=reduce)
-    centred = x - _canon.per_channel(mean, ax, x.ndim, x.dtype)
+    xa = x.astype(acc)
+    mean = jnp.mean(xa, axis=reduce)
+    centred = xa - _canon.per_channel(mean, ax, x.ndim, acc)
     var = jnp.mean(jnp.square(centred), axis=reduce)
-    inv = lax.rsqrt(var + jnp.asarray(eps, var.dtype))
-    y = centred * _canon.per_channel(inv * scale, ax, x.ndim, x.dtype)
-    return (y + _canon.per_channel(bias, ax, x.ndim, x.dtype), mean, var), (x, mean, inv)
+    inv = lax.rsqrt(var + jnp.asarray(eps, acc))
+    y = centred * _canon.per_channel(inv * scale.astype(acc), ax, x.ndim, acc)
+    y = (y + _canon.per_channel(bias.astype(acc), ax, x.ndim, acc)).astype(x.dtype)
+    return (y, mean, var), (x, mean, inv)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -94,8 +99,9 @@ def batch_norm(
       vjp: ``"custom"`` (default, the hand-written rule) or ``"autodiff"``.
 
     Returns:
-      ``(y, mean, var)``: ``y`` shaped like ``x``, and the batch mean and biased variance
-      ``(C,)`` (for running statistics; they are differentiable too).
+      ``(y, mean, var)``: ``y`` shaped like ``x`` (its dtype), and the batch mean and biased
+      variance ``(C,)`` (for running statistics; they are differentiable too), computed and
+      returned in float32 for float16/bfloat16 ``x``.
 
     Raises:
       ValueError: ``axis`` names the batch axis or is out of range, ``scale``/``bias`` are not
