@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from typing import Any
 
 __all__ = ["TMP_SUFFIX", "write_bytes_atomic", "save_json_atomic"]
@@ -53,8 +54,8 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     The bytes go to a temporary file in the same directory, which is flushed and fsync-ed and
     then renamed over ``path`` with :func:`os.replace` (atomic on POSIX and Windows when both
     names are on one file system). On any failure the temporary file is removed and ``path`` is
-    left as it was. The file gets the permissions ``open(path, "wb")`` would give it (0666 less
-    the process's umask).
+    left as it was. The file gets the permissions ``open(path, "wb")`` would give it: an
+    existing file's own, a new file 0666 less the process's umask.
 
     Args:
         path: Destination file. Its directory must exist.
@@ -72,6 +73,10 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
     fd, tmp = _create_temp(directory, os.path.basename(path))
     try:
+        try:  # an existing file keeps its permissions, as open(path, "wb") would
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        except FileNotFoundError:
+            pass
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -375,7 +375,8 @@ def truncated_normal(
         # representable values lie between them and the samples collapse onto a bound.
         sample_dtype = jnp.promote_types(dtype, jnp.float32)
         a, b = (np.asarray(math.erf(v / math.sqrt(2.0)), sample_dtype) for v in (lower, upper))
-        if float(b) - float(a) < 1024 * float(jnp.finfo(sample_dtype).eps):
+        ulp = np.spacing(np.maximum(np.abs(a), np.abs(b)))  # float spacing where they lie
+        if float(b) - float(a) < 1024 * float(ulp):
             raise ValueError(
                 f"truncated_normal: `lower` (={lower}) and `upper` (={upper}) lie too far in one "
                 f"tail to sample in {jnp.dtype(sample_dtype).name} (erf of the bounds differs "

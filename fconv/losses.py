@@ -136,10 +136,10 @@ def _safe_norm(x: jax.Array) -> jax.Array:
 def softmax_cross_entropy(
     logits: Any, labels: Any, *, label_smoothing: float = 0.0, reduction: str = "mean"
 ) -> jax.Array:
-    """Softmax cross-entropy, computed stably as ``logsumexp(z) - sum(t * z)``.
+    """Softmax cross-entropy ``-sum_c t_c log_softmax(z)_c``, computed stably.
 
-    For targets ``t`` (rows summing to 1) the per-example loss is
-    ``-sum_c t_c * log_softmax(z)_c``. With ``label_smoothing = eps`` the targets become
+    ``log_softmax`` is shifted by the row's largest logit, and a class masked with a ``-inf``
+    logit and target 0 adds 0 (not nan). With ``label_smoothing = eps`` the targets become
     ``t' = (1 - eps) * t + eps / C``, for class ids as for probability labels.
 
     Args:
@@ -181,11 +181,12 @@ def _softmax_cross_entropy(logits, labels, eps, *, ids, reduction):
         targets = labels.astype(logits.dtype)
     targets = (1.0 - eps) * targets + eps / logits.shape[-1]
     # -sum_c t_c log softmax(z)_c, with log softmax shifted by max z (no precision lost to a
-    # common offset of the logits) and the classes with t_c = 0 left out, so that a masked
-    # class (z_c = -inf) adds 0, not 0 * -inf = nan. Rows of t need not sum to 1 (e.g. an
+    # common offset of the logits), and log softmax read as 0 where t_c = 0 and z_c = -inf (a
+    # masked class): it adds 0, not 0 * -inf = nan. Rows of t need not sum to 1 (e.g. an
     # out-of-range id gives a zero row, loss 0).
     log_p = jax.nn.log_softmax(logits, axis=-1)
-    terms = jnp.where(targets == 0, jnp.zeros((), log_p.dtype), targets * log_p)
+    masked = (targets == 0) & jnp.isneginf(log_p)  # only there; d/dt stays log_p elsewhere
+    terms = targets * jnp.where(masked, jnp.zeros((), log_p.dtype), log_p)
     return _reduce(-jnp.sum(terms, axis=-1), reduction)
 
 
@@ -545,5 +546,6 @@ def l2_regularization(params: Any, *, exclude_bias: bool = True) -> jax.Array:
 def _sum_of_squares(leaves):
     total = jnp.zeros((), jnp.float32)
     for leaf in leaves:
-        total = total + jnp.sum(jnp.square(leaf.astype(jnp.float32)))  # no float16 overflow
+        acc = jnp.promote_types(leaf.dtype, jnp.float32)  # no float16 overflow; float64 stays
+        total = total + jnp.sum(jnp.square(leaf.astype(acc)))
     return total

@@ -33,6 +33,7 @@ from typing import Any
 import jax
 
 from fconv import data, models, optim
+from fconv.optim._checks import _scalar
 
 __all__ = [
     "MODELS",
@@ -104,6 +105,7 @@ def make_optimizer(
         raise ValueError(f"unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")
     if schedule not in _SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {list(_SCHEDULES)}")
+    learning_rate = _scalar(learning_rate)  # a concrete 0-d array is a number too
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
         raise TypeError(f"learning_rate must be a number, got {learning_rate!r}")
     if not learning_rate > 0:  # also for the cosine schedule, whose peak it is

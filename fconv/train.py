@@ -398,7 +398,7 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     checkpoint_every: int = 1,
-    keep: int = 3,
+    keep: int | None = 3,
     log: Callable[[dict[str, Any]], None] | None = None,
     weight_decay: float = 0.0,
     loss: Loss = softmax_cross_entropy,
@@ -453,7 +453,7 @@ def fit(
         overwrite: Delete the checkpoints and metrics of an earlier run in ``out_dir`` instead
             of raising ``FileExistsError``. Default False.
         checkpoint_every: Save a checkpoint every this many epochs (and after the last); default 1.
-        keep: Number of most recent checkpoints kept; default 3.
+        keep: Number of most recent checkpoints kept, >= 1, or None to keep all; default 3.
         log: Optional callable given each epoch's record.
         weight_decay: L2 coefficient for :func:`make_train_step`; default 0.
         loss: ``loss(logits, labels) -> scalar``; default softmax cross-entropy.
@@ -486,14 +486,16 @@ def fit(
     epochs = _check_int("epochs", epochs, lo=1)
     seed = _check_int("seed", seed, lo=0)
     checkpoint_every = _check_int("checkpoint_every", checkpoint_every, lo=1)
-    keep = _check_int("keep", keep, lo=1)
+    keep = None if keep is None else _check_int("keep", keep, lo=1)
     eval_batch_size = _check_int("eval_batch_size", eval_batch_size, lo=1)
     weight_decay = _check_real("weight_decay", weight_decay, lo=0.0)
-    if not isinstance(optimizer, (optim.Optimizer, Mapping)):
+    if not isinstance(optimizer, Mapping) and not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
         raise TypeError(
-            "`optimizer` must be an fconv.optim.Optimizer (e.g. fconv.optim.adam(1e-3)) or a "
-            f'dict of make_optimizer arguments (e.g. {{"name": "adam", "learning_rate": 1e-3}}), '
-            f"got {optimizer!r}"
+            "`optimizer` must be an optimizer with init and update (e.g. fconv.optim.adam(1e-3)) "
+            f'or a dict of make_optimizer arguments (e.g. {{"name": "adam", "learning_rate": '
+            f"1e-3}}), got {optimizer!r}"
         )
     n_train = dataset.num_train
     batch_size = _check_int("batch_size", batch_size, lo=1)

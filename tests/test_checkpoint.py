@@ -301,6 +301,19 @@ def test_atomic_writes_get_the_permissions_open_would_give(tmp_path, umask, mode
     assert os.stat(tmp_path / "f.bin").st_mode & 0o777 == mode
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_rewrite_keeps_an_existing_files_permissions(tmp_path):
+    path = tmp_path / "private.json"
+    path.write_text("{}")
+    os.chmod(path, 0o600)
+    old = os.umask(0o022)
+    try:
+        atomic_io.save_json_atomic(path, {"x": 1})
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
 def test_restore_only_some_trees_needs_no_optimizer_template(tmp_path):
     # Evaluation reads params and model state; a NamedTuple optimizer state (which would need a
     # template) is skipped and comes back as None. The checksum still covers the whole file.

@@ -464,6 +464,10 @@ def test_against_pytorch_functional():
             lambda: conv_transpose(jnp.ones((1, 2, 0, 5)), jnp.ones((2, 3, 3, 3))),
             r"`x` must have every spatial size >= 1, got shape \(1, 2, 0, 5\)",
         ),
+        (
+            lambda: conv(jnp.ones((1, 5, 5, 3)), jnp.ones((3, 3, 2, 4)), layout="channels_last"),
+            r"kernel expects w.shape\[-2\] \* groups = 2",
+        ),
         # conv_transpose names its own kernel layout (C_in, C_out / groups, *kernel)
         (
             lambda: conv_transpose(jnp.ones((1, 2, 5)), jnp.ones((2, 3, 3)), groups=3),

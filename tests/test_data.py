@@ -330,7 +330,7 @@ def test_synthetic_is_deterministic_and_validates():
         data.synthetic(input_shape=(28, 28))
     with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
         data.synthetic(num_classes=1)
-    with pytest.raises(TypeError, match=r"input_shape must be a tuple \(C, H, W\), got 28"):
+    with pytest.raises(TypeError, match=r"input_shape must be a sequence \(C, H, W\), got 28"):
         data.synthetic(input_shape=28)
     with pytest.raises(TypeError, match="noise must be a number"):
         data.synthetic(noise="a")
@@ -338,6 +338,16 @@ def test_synthetic_is_deterministic_and_validates():
 
 # ---------------------------------------------------------------------------------------------
 # Normalisation.
+
+
+def test_number_arguments_accept_concrete_0d_arrays():
+    x = jnp.ones((2, 1, 4, 4))
+    assert data.random_flip(jax.random.PRNGKey(0), x, jnp.float32(0.5)).shape == x.shape
+    assert data.random_flip(jax.random.PRNGKey(0), x, np.array(0.5)).shape == x.shape
+    ds = data.synthetic(8, 4, np.array([1, 4, 4]), 2, noise=np.array(0.1))
+    assert ds.input_shape == (1, 4, 4)
+    _, std = data.compute_mean_std(np.ones((2, 1, 2, 2)), eps=jnp.float32(1e-6))
+    np.testing.assert_allclose(std, 1e-6)
 
 
 def test_normalize_per_channel():

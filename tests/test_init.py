@@ -190,6 +190,12 @@ def test_truncated_normal_has_requested_stddev_and_bounds(lower, upper):
     assert x.max() <= upper * sigma0 * (1 + 1e-6)
 
 
+@pytest.mark.parametrize("lower, upper", [(-5e-5, 5e-5), (0.0, 1e-4)])
+def test_truncated_normal_accepts_narrow_bounds_near_zero(lower, upper):
+    x = np.asarray(fi.truncated_normal(1.0, lower=lower, upper=upper)(KEY, DENSE), np.float64)
+    assert x.std() == pytest.approx(1.0, rel=0.02)
+
+
 def test_truncated_normal_far_in_a_tail_is_a_clear_error():
     # [10, 11] sigma: erf rounds both bounds to 1 (float64 erf too: the mass needs erfc).
     assert fi._truncated_std(10.0, 11.0) == pytest.approx(0.0971, rel=0.01)

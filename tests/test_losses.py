@@ -93,6 +93,13 @@ def test_softmax_cross_entropy_with_a_masked_class_is_finite():
         assert np.all(np.isfinite(grad)) and grad[0, 1] == 0.0
 
 
+def test_softmax_cross_entropy_gradient_in_probability_targets_is_minus_log_softmax():
+    z = jnp.array([[2.0, 0.5, -1.0]])
+    t = jnp.array([[0.7, 0.3, 0.0]])  # a zero target still gets its gradient -log p
+    grad = jax.grad(lambda t: fl.softmax_cross_entropy(z, t))(t)
+    np.testing.assert_allclose(grad, -jax.nn.log_softmax(z), rtol=1e-12)
+
+
 def test_softmax_cross_entropy_ignores_a_common_offset_of_the_logits():
     z = np.random.default_rng(0).standard_normal((4, 10))
     y = jnp.array([1, 2, 3, 4])
@@ -365,6 +372,12 @@ def test_accuracy_float_class_ids_raise():
 def test_l2_regularization_of_float16_params_does_not_overflow():
     got = fl.l2_regularization({"w": jnp.full((1_000_000,), 0.3, jnp.float16)})
     np.testing.assert_allclose(got, 1_000_000 * float(np.float16(0.3)) ** 2, rtol=1e-5)
+
+
+def test_l2_regularization_of_float64_params_stays_float64():  # the tests enable x64
+    got = fl.l2_regularization({"w": jnp.array([1 + 1e-9, 2.0], jnp.float64)})
+    assert got.dtype == jnp.float64
+    np.testing.assert_allclose(got, (1 + 1e-9) ** 2 + 4, rtol=1e-15)
 
 
 def test_l2_regularization_excludes_b_leaves():

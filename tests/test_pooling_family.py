@@ -140,6 +140,15 @@ def test_lp_pool_neither_overflows_nor_underflows(value, p, dtype):
     np.testing.assert_allclose(np.float64(dx), 0.25 ** ((p - 1) / p), rtol=2e-3)
 
 
+@pytest.mark.parametrize("p", [1, 2, 3.5])
+def test_lp_pool_windows_over_32_cells_use_one_reduce_window_and_match(p):
+    # 6 x 6 = 36 cells: the direct window sum of |x|^p (a slice per cell would grow the program).
+    x = _rand(2, 2, 12, 11, seed=5)
+    want = np_lp_pool(x, p, (6, 6), (2, 2), ((1, 1), (1, 1)))
+    np.testing.assert_allclose(lp_pool(x, p, 6, 2, 1), want, rtol=1e-12)
+    _check(lambda x, vjp: lp_pool(x, p, 6, 2, 1, vjp=vjp), x)
+
+
 def test_lp_pool_large_p_vjp_matches_autodiff():
     x = _rand(2, 2, 7, 6, seed=4) * 10.0
     _check(lambda x, vjp: lp_pool(x, 40, 3, 2, "SAME", vjp=vjp), x)

@@ -246,7 +246,7 @@ def test_fit_rejects_bad_arguments(kwargs, match):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"optimizer": "adam"}, "`optimizer` must be an fconv.optim.Optimizer"),
+        ({"optimizer": "adam"}, "`optimizer` must be an optimizer with init and update"),
         ({"weight_decay": "x"}, "`weight_decay` must be a real number"),
         ({"keep": 2.5}, "`keep` must be an int"),
     ],
@@ -254,6 +254,12 @@ def test_fit_rejects_bad_arguments(kwargs, match):
 def test_fit_rejects_arguments_of_the_wrong_type(kwargs, match):
     with pytest.raises(TypeError, match=match):
         _fit_tiny(**kwargs)
+
+
+def test_fit_takes_keep_none_and_any_optimizer_with_init_and_update(tmp_path):
+    optax = pytest.importorskip("optax")
+    history, _ = _fit_tiny(epochs=1, out_dir=tmp_path, keep=None, optimizer=optax.adam(1e-2))
+    assert len(history) == 1 and checkpoint.all_steps(tmp_path) == [3]
 
 
 def test_fit_checks_every_argument_before_touching_an_earlier_run(tmp_path):
@@ -359,6 +365,7 @@ def test_registries_reject_unknown_names():
             train.make_optimizer("adam", lr, schedule="cosine", total_steps=10)
     with pytest.raises(TypeError, match="learning_rate must be a number"):
         train.make_optimizer("sgd", "0.1")
+    assert train.make_optimizer("sgd", np.array(0.1)) is not None  # a concrete 0-d array
     with pytest.raises(ValueError, match="give data_dir"):
         train.load_dataset("mnist")
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import numpy as np
 
 
@@ -51,7 +52,16 @@ def _check_int(name: str, value: object, *, minimum: int | None = None) -> int:
 
 
 def _check_number(name: str, value: object) -> float:
-    """A concrete real number (Python or numpy scalar; not a bool, not a traced value)."""
+    """A concrete real number: a Python or numpy scalar or a concrete 0-d array (not a bool,
+    not a value traced under jit)."""
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"{name} must be a number (a Python or numpy scalar; static under jit), got a "
+            f"traced value {value!r}"
+        )
+    if isinstance(value, (np.ndarray, jax.Array)) and value.shape == ():
+        if np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating):
+            value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(
             f"{name} must be a number (a Python or numpy scalar; static under jit), got "

@@ -38,7 +38,7 @@ def synthetic(
         A :class:`Dataset` named ``"synthetic"`` with float32 images ``(N, C, H, W)``.
 
     Raises:
-        TypeError: If a count or ``seed`` is not an int, ``input_shape`` is not a tuple or
+        TypeError: If a count or ``seed`` is not an int, ``input_shape`` is not a sequence or
             ``noise`` is not a number.
         ValueError: If a count is out of range, ``input_shape`` is not three positive ints or
             ``noise`` is negative.
@@ -47,9 +47,9 @@ def synthetic(
     num_test = _check_int("num_test", num_test, minimum=1)
     num_classes = _check_int("num_classes", num_classes, minimum=2)
     seed = _check_int("seed", seed, minimum=0)
-    if not isinstance(input_shape, (tuple, list)):
-        raise TypeError(f"input_shape must be a tuple (C, H, W), got {input_shape!r}")
-    shape = tuple(input_shape)
+    if isinstance(input_shape, (str, bytes)) or np.ndim(input_shape) != 1:
+        raise TypeError(f"input_shape must be a sequence (C, H, W), got {input_shape!r}")
+    shape = tuple(input_shape.tolist() if isinstance(input_shape, np.ndarray) else input_shape)
     if len(shape) != 3 or any(
         isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in shape
     ):

@@ -129,11 +129,12 @@ def BatchNorm(
                 )
             else:
                 mean, var = state["mean"], state["var"]
-                acc = jnp.promote_types(x.dtype, jnp.float32)  # a float16 var + eps can overflow
+                acc = jnp.promote_types(x.dtype, jnp.float32)  # as in training mode
                 inv = _canon.per_channel(
-                    lax.rsqrt(var.astype(acc) + jnp.asarray(eps, acc)), ax, x.ndim, x.dtype
+                    lax.rsqrt(var.astype(acc) + jnp.asarray(eps, acc)), ax, x.ndim, acc
                 )
-                y = _affine((x - _canon.per_channel(mean, ax, x.ndim, x.dtype)) * inv, params, ax)
+                x_hat = (x.astype(acc) - _canon.per_channel(mean, ax, x.ndim, acc)) * inv
+                y = _affine(x_hat.astype(x.dtype), params, ax)
         if state is None:
             return y
         if not train:

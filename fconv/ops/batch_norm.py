@@ -50,9 +50,10 @@ def _batch_norm_p_fwd(x, scale, bias, ax, eps):
 #             variance of x_hat are fixed, hence the two projections)
 #           + g_mu / M + 2 g_v (x - mu) / M                       (through the returned mu, v)
 # Two reductions (fused into one pass over g and x) and one elementwise pass; autodiff of the
-# forward takes four reductions and keeps x - mu, its square and x_hat alive. The sums and the
-# per-channel coefficients are kept in float32 for float16/bfloat16 inputs (M alone can exceed
-# float16's range), and M only ever divides.
+# forward takes four reductions and keeps x - mu, its square and x_hat alive. For float16/bfloat16
+# inputs the whole rule runs in float32, as the forward's statistics do (M alone can exceed
+# float16's range, and a half-precision x - mu loses the digits the mean cancels), and M only
+# ever divides.
 def _batch_norm_p_bwd(ax, eps, res, cts):
     del eps
     x, mean, inv, scale, bias = res
@@ -60,19 +61,20 @@ def _batch_norm_p_bwd(ax, eps, res, cts):
     acc = jnp.promote_types(x.dtype, jnp.float32)
     reduce = tuple(i for i in range(x.ndim) if i != ax)
     m = x.size // x.shape[ax]
-    centred = x - _canon.per_channel(mean, ax, x.ndim, x.dtype)
-    x_hat = centred * _canon.per_channel(inv, ax, x.ndim, x.dtype)
-    d_bias = jnp.sum(g, axis=reduce, dtype=acc)
-    d_scale = jnp.sum(g * x_hat, axis=reduce, dtype=acc)
+    centred = x.astype(acc) - _canon.per_channel(mean, ax, x.ndim, acc)  # as the forward
+    x_hat = centred * _canon.per_channel(inv, ax, x.ndim, acc)
+    g = g.astype(acc)
+    d_bias = jnp.sum(g, axis=reduce)
+    d_scale = jnp.sum(g * x_hat, axis=reduce)
     gain = scale.astype(acc) * inv.astype(acc)
-    dx = _canon.per_channel(gain, ax, x.ndim, x.dtype) * (
+    dx = _canon.per_channel(gain, ax, x.ndim, acc) * (
         g
-        - _canon.per_channel(d_bias / m, ax, x.ndim, x.dtype)
-        - x_hat * _canon.per_channel(d_scale / m, ax, x.ndim, x.dtype)
+        - _canon.per_channel(d_bias / m, ax, x.ndim, acc)
+        - x_hat * _canon.per_channel(d_scale / m, ax, x.ndim, acc)
     )
-    dx = dx + _canon.per_channel(g_mean.astype(acc) / m, ax, x.ndim, x.dtype)
-    dx = dx + centred * _canon.per_channel(2.0 * g_var.astype(acc) / m, ax, x.ndim, x.dtype)
-    return dx, d_scale.astype(scale.dtype), d_bias.astype(bias.dtype)
+    dx = dx + _canon.per_channel(g_mean.astype(acc) / m, ax, x.ndim, acc)
+    dx = dx + centred * _canon.per_channel(2.0 * g_var.astype(acc) / m, ax, x.ndim, acc)
+    return dx.astype(x.dtype), d_scale.astype(scale.dtype), d_bias.astype(bias.dtype)
 
 
 _batch_norm_p.defvjp(_batch_norm_p_fwd, _batch_norm_p_bwd)

@@ -686,13 +686,16 @@ def _check_kernel(
         )
 
 
-def _check_in_channels(c_in: int, w: jax.Array, groups: int, what: str) -> None:
+def _check_in_channels(
+    c_in: int, w: jax.Array, groups: int, what: str, w_axis: str = "w.shape[1]"
+) -> None:
+    """``w_axis`` names the kernel's input-channel axis as the caller passed it."""
     if c_in % groups:
         raise ValueError(f"`groups` (={groups}) must divide the {what}'s channels (={c_in}).")
     if w.shape[1] * groups != c_in:
         raise ValueError(
             f"channel mismatch: the {what} has {c_in} channels but the kernel expects "
-            f"w.shape[1] * groups = {w.shape[1]} * {groups} = {w.shape[1] * groups}."
+            f"{w_axis} * groups = {w.shape[1]} * {groups} = {w.shape[1] * groups}."
         )
 
 
@@ -782,7 +785,7 @@ def conv(
         _check_kernel(w, n, groups, layout="(*kernel, C / groups, O)", lead="O", shown=w_shape)
     else:
         _check_kernel(w, n, groups)
-    _check_in_channels(x.shape[1], w, groups, "input `x`")
+    _check_in_channels(x.shape[1], w, groups, "input `x`", "w.shape[-2]" if last else "w.shape[1]")
     geo = _geometry(
         x.shape[2:],
         w.shape[2:],

@@ -105,14 +105,35 @@ def _window_taps(a: jax.Array, geo: PoolGeometry) -> list[tuple[tuple[int, ...],
     return taps
 
 
-# Lp-pool forward, scaled so that no power overflows or underflows: with M[m] the window's
-# largest |x| (the tap-wise max of the window's strided slices),
+# Windows of at most this many cells take the scaled per-offset forms below (a slice per
+# offset: cost and compile time grow with the window); larger ones (e.g. a global pool) keep
+# one reduce_window, where |x|^p can overflow or underflow for large p.
+_LP_SCALED_MAX_TAPS = 32
+
+
+def _lp_scaled(geo: PoolGeometry) -> bool:
+    return math.prod(geo.window) <= _LP_SCALED_MAX_TAPS
+
+
+# Lp-pool forward. Scaled form (windows of <= 32 cells), so that no power overflows or
+# underflows: with M[m] the window's largest |x| (the offset-wise max of its strided slices),
 #   y[m] = M[m] (sum_{k in window m} (|x_k| / M[m])^p)^(1/p)       (y[m] = 0 where M[m] = 0),
-# every ratio in [0, 1] and the sum in [1, K]. Half-precision inputs are accumulated in float32.
-# The autodiff twin differentiates the same program with M held constant (stop_gradient): y is
-# homogeneous in M, so that is the exact derivative (nan where a window is all zeros, p > 1).
+# every ratio in [0, 1] and the sum in [1, K]. The autodiff twin differentiates the same
+# program with M held constant (stop_gradient): y is homogeneous in M, so that is the exact
+# derivative (nan where a window is all zeros, p > 1). Larger windows: y = S^(1/p),
+# S = reduce_window sum of |x|^p. Half-precision inputs accumulate in float32 either way.
 def _lp_forward(x: jax.Array, p: float, geo: PoolGeometry) -> jax.Array:
     a = jnp.abs(x).astype(_acc_dtype(x.dtype))
+    if not _lp_scaled(geo):
+        s = lax.reduce_window(
+            _abs_pow(a, p),
+            np.zeros((), a.dtype),
+            lax.add,
+            (1, 1, *geo.window),
+            (1, 1, *geo.stride),
+            ((0, 0), (0, 0), *geo.padding),
+        )
+        return (s if p == 1 else lax.pow(s, jnp.asarray(1.0 / p, a.dtype))).astype(x.dtype)
     taps = [t for _, t in _window_taps(a, geo)]
     if p == 1:
         return functools.reduce(lax.add, taps).astype(x.dtype)
@@ -137,9 +158,10 @@ def _lp_p_fwd(x, p, geo):
 # Lp-pool backward.  y[m] = S[m]^(1/p),  S[m] = sum_{k in window m} |x_k|^p, so
 #   dy[m]/dx_k = (1/p) S^(1/p - 1) p |x_k|^(p-1) sign(x_k) = (|x_k| / y[m])^(p-1) sign(x_k)
 #   dx[y] = sign(x[y]) * sum_{m containing y} g[m] (|x[y]| / y[m])^(p-1)
-# Per window offset o: the ratio of the tap slice |x|_o to y (in [0, 1]: no overflow however
-# large p), times g, placed back at o (pooling's place_back; the sum over o is the transpose of
-# the window sum). p = 1: the ratio is 1, dx = sign(x) * window_sum_transpose(g), with
+# Scaled form: per window offset o, the ratio of the offset's slice |x|_o to y (in [0, 1]: no
+# overflow however large p), times g, placed back at o (pooling's place_back; the sum over o is
+# the transpose of the window sum). Larger windows: |x|^(p-1) sign(x) times the window-sum
+# transpose of g y^(1-p). p = 1: the ratio is 1, dx = sign(x) * window_sum_transpose(g), with
 # sign(0) = 0 (the minimum-norm subgradient of |x|, as PyTorch's abs; jax.grad of abs takes 1
 # at 0). y[m] = 0 means every |x| in window m is 0: the true derivative is 0 there (p > 1),
 # where autodiff gives 0 * inf = nan; its windows add nothing.
@@ -153,8 +175,13 @@ def _lp_p_bwd(p, geo, res, g):
     positive = y > 0
     g_over = jnp.where(positive, g, jnp.zeros((), acc))
     y_safe = jnp.where(positive, y, jnp.ones((), acc))
+    a = jnp.abs(x).astype(acc)
+    if not _lp_scaled(geo):
+        t = g_over * lax.pow(y_safe, jnp.asarray(1.0 - p, acc))
+        dx = _abs_pow(a, p - 1) * jnp.sign(x).astype(acc) * window_sum_transpose(t, geo)
+        return (dx.astype(x.dtype),)
     dx = None
-    for o, t in _window_taps(jnp.abs(x).astype(acc), geo):
+    for o, t in _window_taps(a, geo):
         term = place_back(g_over * _abs_pow(t / y_safe, p - 1), o, geo)
         dx = term if dx is None else dx + term
     return ((jnp.sign(x).astype(acc) * dx).astype(x.dtype),)
@@ -176,9 +203,11 @@ def lp_pool(
 
     ``p=1`` is the window sum of ``|x|``; as ``p`` grows it tends to max pooling of ``|x|``.
     Unlike PyTorch's ``LPPool`` (which takes ``x^p`` without the absolute value) this is the
-    norm of the window, computed as ``M (sum (|x| / M)^p)^(1/p)`` with ``M`` the window's
-    largest ``|x|``, so no power overflows or underflows (``p=40`` on values of 10, ``p=2`` on
-    float16 values of 300); half-precision inputs accumulate in float32. Where a window is all
+    norm of the window. For windows of at most 32 cells it is computed as
+    ``M (sum (|x| / M)^p)^(1/p)`` with ``M`` the window's largest ``|x|``, so no power overflows
+    or underflows (``p=40`` on values of 10); larger windows sum ``|x|^p`` directly (one
+    ``reduce_window``; it can overflow for large ``p``). Half-precision inputs accumulate in
+    float32 (``p=2`` on float16 values of 300 is fine). Where a window is all
     zeros the gradient is 0 (autodiff gives ``nan`` for ``p > 1``). At an ``x`` that is exactly
     0 with ``p=1`` the custom gradient takes ``sign(0) = 0`` (PyTorch's convention for
     ``|x|``), where ``jax.grad`` of ``jnp.abs`` takes 1: both are subgradients.
