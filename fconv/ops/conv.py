@@ -781,10 +781,12 @@ def conv(
     last, (x, w) = _inputs_channels_first(layout, vjp, (x, "x", False), (w, "w", True))
     n = _canon.spatial_rank(x, "x")
     groups = _check_groups(groups)
-    if last:
-        _check_kernel(w, n, groups, layout="(*kernel, C / groups, O)", lead="O", shown=w_shape)
-    else:
-        _check_kernel(w, n, groups)
+    w_layout = (
+        "(*kernel, C / groups, O)" if last else "(out_channels, in_channels / groups, *kernel)"
+    )
+    _check_kernel(
+        w, n, groups, layout=w_layout, lead="O" if last else "out_channels", shown=w_shape
+    )
     _check_in_channels(x.shape[1], w, groups, "input `x`", "w.shape[-2]" if last else "w.shape[1]")
     geo = _geometry(
         x.shape[2:],

@@ -32,6 +32,7 @@ from jax import lax
 
 from fconv.ops import _canon
 from fconv.ops._canon import Padding
+from fconv.ops._patches import window_offset_slices
 from fconv.ops._placement import place_back
 from fconv.ops.pooling import PoolGeometry, _prepare, window_sum_transpose
 
@@ -92,17 +93,8 @@ def _acc_dtype(dtype: Any) -> Any:
 
 
 def _window_taps(a: jax.Array, geo: PoolGeometry) -> list[tuple[tuple[int, ...], jax.Array]]:
-    """``[(offset o, a_pad[..., o + s m])]`` for every window offset: output-shaped slices of
-    ``a`` zero-padded by the geometry's padding."""
-    a_pad = lax.pad(
-        a, jnp.zeros((), a.dtype), [(0, 0, 0)] * 2 + [(lo, hi, 0) for lo, hi in geo.padding]
-    )
-    m = geo.out_spatial
-    taps = []
-    for o in itertools.product(*(range(k) for k in geo.window)):
-        limit = [oi + (mi - 1) * si + 1 for oi, mi, si in zip(o, m, geo.stride)]
-        taps.append((o, lax.slice(a_pad, (0, 0, *o), (*a.shape[:2], *limit), (1, 1, *geo.stride))))
-    return taps
+    """``[(offset o, a_pad[..., o + s m])]`` for every window offset (zero padding)."""
+    return window_offset_slices(a, geo.window, (1,) * len(geo.window), geo)
 
 
 # Windows of at most this many cells take the scaled per-offset forms below (a slice per
