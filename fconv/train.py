@@ -474,8 +474,9 @@ def fit(
         earlier epochs) and the final :class:`TrainState`.
 
     Raises:
-        TypeError: An argument of the wrong type (e.g. an ``optimizer`` that is neither an
-            ``Optimizer`` nor a dict). All arguments are checked before ``out_dir`` is touched.
+        TypeError: An argument of the wrong type (e.g. an ``optimizer`` without callable
+            ``init`` and ``update`` that is not a dict). All arguments are checked before
+            ``out_dir`` is touched.
         ValueError: Bad arguments, ``resume`` without ``out_dir``, a ``batch_size`` not
             divisible by the number of devices, or a checkpoint that does not match this run
             (other seed, batch size, dataset, model or parameter shapes).
